@@ -1,0 +1,155 @@
+//! Node configuration: defaults, the TOML file, and command-line flags, in
+//! rising precedence. Every flag has a config key of the same name (with
+//! underscores), and every size or duration names its unit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stowage_storage::chunker::DEFAULT_CHUNK_SIZE_BYTES;
+use stowage_storage::types::{NodeId, Zone};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the OCI HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where chunks, metadata and the log live.
+    pub data_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as
+    /// `stowage_node=debug,info`.
+    pub log_level: String,
+    /// This node's id in the cluster (a positive integer).
+    pub node_id: u64,
+    /// The failure domain this node is in.
+    pub zone: Zone,
+    /// Largest chunk a blob is split into.
+    pub chunk_size_bytes: usize,
+    /// Largest manifest accepted (the distribution-spec suggests 4 MiB).
+    pub max_manifest_bytes: usize,
+    /// Memory sled may use to cache metadata.
+    pub meta_cache_bytes: u64,
+    /// Upload sessions idle this long are cancelled.
+    pub upload_expiry_secs: u64,
+    /// Unreferenced chunk files younger than this are kept.
+    pub gc_grace_secs: u64,
+    /// How often abandoned uploads and unreferenced chunks are swept.
+    pub sweep_interval_secs: u64,
+    /// On SIGTERM, how long requests in flight get to finish.
+    pub shutdown_grace_secs: u64,
+    /// Chunk writes in flight across all uploads (bounds upload memory to
+    /// this many chunks).
+    pub max_inflight_chunk_writes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./stowage-data"),
+            log_level: "info".into(),
+            node_id: 1,
+            zone: Zone::default(),
+            chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
+            max_manifest_bytes: 4 << 20,
+            meta_cache_bytes: stowage_storage::DEFAULT_META_CACHE_BYTES,
+            upload_expiry_secs: 24 * 3600,
+            gc_grace_secs: 24 * 3600,
+            sweep_interval_secs: 3600,
+            shutdown_grace_secs: 30,
+            max_inflight_chunk_writes: 8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        key: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
+        if self.node_id == 0 {
+            return invalid("node_id", "must be a positive integer");
+        }
+        if !(4096..=(256 << 20)).contains(&self.chunk_size_bytes) {
+            return invalid("chunk_size_bytes", "must be between 4 KiB and 256 MiB");
+        }
+        if self.max_manifest_bytes == 0 {
+            return invalid("max_manifest_bytes", "must be positive");
+        }
+        if self.max_inflight_chunk_writes == 0 {
+            return invalid("max_inflight_chunk_writes", "must be positive");
+        }
+        if self.sweep_interval_secs == 0 {
+            return invalid("sweep_interval_secs", "must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.node_id)
+    }
+
+    pub fn gc_grace(&self) -> Duration {
+        Duration::from_secs(self.gc_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        let c: Config =
+            toml::from_str("listen = \"0.0.0.0:6000\"\nzone = \"eu-1\"\nnode_id = 3").unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.zone.as_str(), "eu-1");
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("zone = \"bad zone\"").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let c = Config {
+            chunk_size_bytes: 10,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("chunk_size_bytes"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The node's one error type. Each variant says what went wrong in registry
+//! terms; `http::error` maps it once to a status, an OCI error code and the
+//! JSON body, so handlers only ever return `Error`.
+
+use stowage_storage::types::Digest;
+use stowage_storage::types::RepoName;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknown(Digest),
+
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(&'static str),
+
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+
+    #[error("provided digest did not match uploaded content: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+
+    #[error("{0}")]
+    DigestInvalid(String),
+
+    #[error("manifest references a blob or manifest unknown to the repository: {0}")]
+    ManifestBlobUnknown(Digest),
+
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+
+    #[error(
+        "manifest of media type {media_type} is not acceptable to the client (Accept: {accept})"
+    )]
+    ManifestNotAcceptable { media_type: String, accept: String },
+
+    #[error("{0}")]
+    NameInvalid(String),
+
+    #[error("repository name not known to registry: {0}")]
+    NameUnknown(RepoName),
+
+    #[error("{0}")]
+    SizeInvalid(&'static str),
+
+    #[error("manifest is larger than the {limit_bytes} byte limit")]
+    ManifestTooLarge { limit_bytes: usize },
+
+    #[error("chunk out of order: upload is at byte {offset}, chunk starts at {start}")]
+    UploadOutOfOrder { offset: u64, start: u64 },
+
+    #[error("requested range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+
+    #[error("the operation is unsupported: {0}")]
+    Unsupported(&'static str),
+
+    #[error("method {method} not allowed here")]
+    MethodNotAllowed {
+        method: http::Method,
+        allow: &'static str,
+    },
+
+    #[error("no such endpoint")]
+    NotFound,
+
+    #[error("the request body failed: {0}")]
+    Body(String),
+
+    #[error("the registry is not ready: {0}")]
+    Unavailable(String),
+
+    #[error("storage: {0}")]
+    Storage(#[from] stowage_storage::Error),
+
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    /// Classifies validation errors of identifiers from the storage crate
+    /// into their API meaning; anything else stays a storage error.
+    pub fn from_parse(e: stowage_storage::Error) -> Self {
+        use stowage_storage::Error as S;
+        match e {
+            S::InvalidDigest { .. } => Error::DigestInvalid(e.to_string()),
+            S::InvalidName { .. } => Error::NameInvalid(e.to_string()),
+            S::InvalidTag { .. } => Error::ManifestInvalid(e.to_string()),
+            S::InvalidUploadId { .. } => Error::BlobUploadUnknown,
+            other => Error::Storage(other),
+        }
+    }
+}

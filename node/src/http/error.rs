@@ -1,0 +1,124 @@
+//! The one place that turns an `Error` into an HTTP answer: status code, OCI
+//! error code (distribution-spec "Error Codes") and the JSON envelope.
+
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+use super::body::{full, Body};
+use crate::error::Error;
+
+/// The status and OCI error code for `e`.
+pub fn classify(e: &Error) -> (StatusCode, &'static str) {
+    use Error::*;
+    match e {
+        BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        BlobUploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+        DigestMismatch { .. } | DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+        ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+        ManifestUnknown | ManifestNotAcceptable { .. } => {
+            (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+        }
+        NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+        NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+        ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+        UploadOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+        RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
+        Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+        MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    }
+}
+
+/// The full response for `e`, body included unless `head_only`.
+pub fn response(e: &Error, head_only: bool) -> http::Response<Body> {
+    let (status, code) = classify(e);
+    if status.is_server_error() {
+        tracing::error!(error = %e, "request failed");
+    } else {
+        tracing::debug!(error = %e, code, "request rejected");
+    }
+    let detail = match e {
+        Error::BlobUnknown(d) | Error::ManifestBlobUnknown(d) => json!({ "digest": d.as_str() }),
+        Error::NameUnknown(n) => json!({ "name": n.as_str() }),
+        Error::UploadOutOfOrder { offset, start } => json!({ "offset": offset, "start": start }),
+        _ => serde_json::Value::Null,
+    };
+    let body = json!({
+        "errors": [{ "code": code, "message": e.to_string(), "detail": detail }]
+    })
+    .to_string();
+    let mut builder = http::Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len());
+    match e {
+        Error::MethodNotAllowed { allow, .. } => {
+            builder = builder.header(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        Error::RangeNotSatisfiable { size } => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes */{size}"));
+        }
+        Error::UploadOutOfOrder { offset, .. } => {
+            builder = builder.header(header::RANGE, format!("0-{}", offset.saturating_sub(1)));
+        }
+        _ => {}
+    }
+    let body = if head_only {
+        super::body::empty()
+    } else {
+        full(body)
+    };
+    builder.body(body).unwrap_or_else(|_| {
+        let mut r = http::Response::new(super::body::empty());
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_code_has_its_status() {
+        let d = stowage_storage::types::Digest::of(
+            stowage_storage::types::DigestAlgorithm::Sha256,
+            b"",
+        );
+        let cases = [
+            (Error::BlobUnknown(d.clone()), 404, "BLOB_UNKNOWN"),
+            (Error::BlobUploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
+            (Error::DigestInvalid("x".into()), 400, "DIGEST_INVALID"),
+            (Error::ManifestBlobUnknown(d), 400, "MANIFEST_BLOB_UNKNOWN"),
+            (Error::ManifestInvalid("x".into()), 400, "MANIFEST_INVALID"),
+            (Error::ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
+            (Error::NameInvalid("x".into()), 400, "NAME_INVALID"),
+            (
+                Error::ManifestTooLarge { limit_bytes: 1 },
+                413,
+                "SIZE_INVALID",
+            ),
+            (
+                Error::UploadOutOfOrder {
+                    offset: 1,
+                    start: 5,
+                },
+                416,
+                "BLOB_UPLOAD_INVALID",
+            ),
+            (Error::Unsupported("x"), 400, "UNSUPPORTED"),
+        ];
+        for (e, status, code) in cases {
+            let (s, c) = classify(&e);
+            assert_eq!((s.as_u16(), c), (status, code), "{e}");
+            let r = response(&e, false);
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+}

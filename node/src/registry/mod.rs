@@ -1,0 +1,348 @@
+//! The registry service: what the HTTP handlers call. It turns API
+//! operations into state-machine reads and `Command`s through `Consensus`,
+//! and moves blob bytes through `ChunkIo`. It knows nothing of HTTP framing
+//! and never touches sled itself.
+//!
+//! Layout: `uploads.rs` (upload sessions and finishing a blob), `ingest.rs`
+//! (the streaming upload pipeline), `chunks.rs` (chunk reads and writes),
+//! this file (blobs, manifests, listings).
+
+mod chunks;
+mod ingest;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stowage_storage::meta::{BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection};
+use stowage_storage::types::{Digest, NodeId, Reference, RepoName, Tag};
+use stowage_storage::Store;
+use tokio::sync::Semaphore;
+
+pub use self::chunks::ChunkIo;
+use self::ingest::Ingest;
+pub use self::uploads::ChunkBounds;
+use crate::consensus::Consensus;
+use crate::error::{Error, Result};
+use crate::manifest::{self, media};
+
+/// Registry settings that shape behaviour, with their units.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: NodeId,
+    pub chunk_size_bytes: usize,
+    pub max_manifest_bytes: usize,
+    /// Upload sessions idle for longer than this are cancelled.
+    pub upload_expiry: Duration,
+    /// Unreferenced chunk files younger than this are kept (uploads in
+    /// progress reference chunks no blob record names yet).
+    pub gc_grace: Duration,
+    pub max_inflight_chunk_writes: usize,
+}
+
+pub struct Registry {
+    pub settings: Settings,
+    store: Arc<Store>,
+    consensus: Arc<Consensus>,
+    chunks: Arc<ChunkIo>,
+    ingest: Ingest,
+    /// One lock per active upload session: two requests on one session
+    /// would otherwise interleave their bytes.
+    session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Where a manifest lookup landed.
+pub struct FoundManifest {
+    pub digest: Digest,
+    pub record: ManifestRecord,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the referrers API answers.
+pub struct Referrers {
+    pub descriptors: Vec<Descriptor>,
+    pub filtered_by_artifact_type: bool,
+}
+
+impl Registry {
+    pub fn new(settings: Settings, store: Arc<Store>, consensus: Arc<Consensus>) -> Arc<Self> {
+        let chunks = Arc::new(ChunkIo::new(store.clone()));
+        let ingest = Ingest {
+            chunks: chunks.clone(),
+            write_permits: Arc::new(Semaphore::new(settings.max_inflight_chunk_writes.max(1))),
+        };
+        Arc::new(Registry {
+            settings,
+            store,
+            consensus,
+            chunks,
+            ingest,
+            session_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.consensus.is_ready()
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<Outcome> {
+        self.consensus.propose(cmd).await
+    }
+
+    /// Runs `read`; if it finds nothing, waits for the read barrier (so a
+    /// write acknowledged by another node is visible) and runs it again.
+    async fn read_through<T>(&self, read: impl Fn() -> Result<Option<T>>) -> Result<Option<T>> {
+        if let Some(v) = read()? {
+            return Ok(Some(v));
+        }
+        self.consensus.read_barrier().await?;
+        read()
+    }
+
+    // ---- blobs ----
+
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobRecord> {
+        self.read_through(|| Ok(self.store.meta.blob_in_repo(repo, digest)?))
+            .await?
+            .ok_or_else(|| Error::BlobUnknown(digest.clone()))
+    }
+
+    pub fn blob_stream(
+        &self,
+        record: &BlobRecord,
+        start: u64,
+        end: u64,
+    ) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
+        self.chunks.stream(record.chunks.clone(), start, end)
+    }
+
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let cmd = Command::UnlinkBlob {
+            repo: repo.clone(),
+            digest: digest.clone(),
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(_) => Err(Error::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Links an existing blob into `repo`. With `from`, the blob must be in
+    /// that repository; without, anywhere in the registry. Returns whether
+    /// it was mounted (otherwise the client uploads it).
+    pub async fn mount(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool> {
+        let found = match from {
+            Some(from) => self
+                .read_through(|| Ok(self.store.meta.blob_in_repo(from, digest)?))
+                .await?
+                .is_some(),
+            None => self
+                .read_through(|| Ok(self.store.meta.blob(digest)?))
+                .await?
+                .is_some(),
+        };
+        if !found {
+            return Ok(false);
+        }
+        let cmd = Command::LinkBlob {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            now_ms: now_ms(),
+        };
+        Ok(self.propose(cmd).await? == Outcome::Done)
+    }
+
+    // ---- manifests ----
+
+    /// Stores a manifest under `reference` (and the extra `tags`), after
+    /// checking it parses and its digest matches a digest reference.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        extra_tags: Vec<Tag>,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<(Digest, Option<Digest>)> {
+        let parsed = manifest::parse(content_type, &bytes)?;
+        let (digest, mut tags) = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(Error::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                (actual, vec![])
+            }
+            Reference::Tag(t) => (
+                Digest::of(stowage_storage::types::DigestAlgorithm::Sha256, &bytes),
+                vec![t.clone()],
+            ),
+        };
+        tags.extend(extra_tags);
+        // Check references here for a clear early answer; apply checks again
+        // so a concurrent delete cannot slip between.
+        for b in &parsed.blobs {
+            if self
+                .read_through(|| Ok(self.store.meta.blob_in_repo(repo, b)?))
+                .await?
+                .is_none()
+            {
+                return Err(Error::ManifestBlobUnknown(b.clone()));
+            }
+        }
+        let size = bytes.len() as u64;
+        let referrer = parsed
+            .subject
+            .as_ref()
+            .map(|_| parsed.descriptor(&digest, size));
+        let subject = parsed.subject.clone();
+        let record = ManifestRecord {
+            media_type: parsed.media_type,
+            bytes,
+            blobs: parsed.blobs,
+            children: parsed.children,
+            subject: parsed.subject,
+            created_ms: now_ms(),
+        };
+        let cmd = Command::PutManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            record: Box::new(record),
+            tags,
+            referrer,
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok((digest, subject)),
+            Outcome::Rejected(Rejection::ManifestBlobUnknown(d) | Rejection::BlobUnknown(d)) => {
+                Err(Error::ManifestBlobUnknown(d))
+            }
+            Outcome::Rejected(Rejection::ManifestUnknown) => Err(Error::ManifestUnknown),
+        }
+    }
+
+    /// Finds a manifest by tag or digest. Tags always go through the read
+    /// barrier, since a tag can move; digests only on a miss.
+    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<FoundManifest> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                self.consensus.read_barrier().await?;
+                self.store
+                    .meta
+                    .tag(repo, t)?
+                    .ok_or(Error::ManifestUnknown)?
+            }
+        };
+        let record = self
+            .read_through(|| Ok(self.store.meta.manifest_in_repo(repo, &digest)?))
+            .await?
+            .ok_or(Error::ManifestUnknown)?;
+        Ok(FoundManifest { digest, record })
+    }
+
+    /// Picks the manifest to serve to a client that sent `accept`: the one
+    /// found, or, for a client that takes no index, the linux/amd64 image of
+    /// an index (what older Docker clients expect).
+    pub async fn negotiate(
+        &self,
+        repo: &RepoName,
+        found: FoundManifest,
+        accept: &[String],
+    ) -> Result<FoundManifest> {
+        if manifest::accepts(accept, &found.record.media_type) {
+            return Ok(found);
+        }
+        if media::is_index(&found.record.media_type) {
+            if let Some(child) = default_platform_child(&found.record.bytes) {
+                let child = self.manifest(repo, &Reference::Digest(child)).await?;
+                if manifest::accepts(accept, &child.record.media_type) {
+                    return Ok(child);
+                }
+            }
+        }
+        Err(Error::ManifestNotAcceptable {
+            media_type: found.record.media_type,
+            accept: accept.join(", "),
+        })
+    }
+
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let cmd = match reference {
+            Reference::Digest(d) => Command::DeleteManifest {
+                repo: repo.clone(),
+                digest: d.clone(),
+            },
+            Reference::Tag(t) => Command::DeleteTag {
+                repo: repo.clone(),
+                tag: t.clone(),
+            },
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(_) => Err(Error::ManifestUnknown),
+        }
+    }
+
+    // ---- listings ----
+
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Tag>, bool)> {
+        self.consensus.read_barrier().await?;
+        if !self.store.meta.repo_exists(repo)? {
+            return Err(Error::NameUnknown(repo.clone()));
+        }
+        Ok(self.store.meta.tags(repo, last, limit)?)
+    }
+
+    pub async fn catalog(&self, last: Option<&str>, limit: usize) -> Result<(Vec<RepoName>, bool)> {
+        self.consensus.read_barrier().await?;
+        Ok(self.store.meta.repositories(last, limit)?)
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Referrers> {
+        self.consensus.read_barrier().await?;
+        let mut descriptors = self.store.meta.referrers(repo, subject)?;
+        if let Some(at) = artifact_type {
+            descriptors.retain(|d| d.artifact_type.as_deref() == Some(at));
+        }
+        Ok(Referrers {
+            descriptors,
+            filtered_by_artifact_type: artifact_type.is_some(),
+        })
+    }
+}
+
+/// The linux/amd64 entry of an index, if it has one.
+fn default_platform_child(index: &[u8]) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(index).ok()?;
+    v.get("manifests")?.as_array()?.iter().find_map(|m| {
+        let p = m.get("platform")?;
+        let ok = p.get("os")?.as_str()? == "linux" && p.get("architecture")?.as_str()? == "amd64";
+        ok.then(|| Digest::parse(m.get("digest")?.as_str()?).ok())
+            .flatten()
+    })
+}

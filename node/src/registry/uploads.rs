@@ -1,0 +1,242 @@
+//! Upload sessions: open, append (PATCH), report progress, finish (PUT with
+//! the digest) and cancel, plus monolithic single-request uploads. A session
+//! persists its chunk list and hash state after every request, so it
+//! survives a restart of its node.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use stowage_storage::chunker::Chunker;
+use stowage_storage::meta::{ChunkRef, Command, Outcome};
+use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, RepoName, UploadId};
+use stowage_storage::uploads::UploadSession;
+
+use super::{now_ms, Registry};
+use crate::error::{Error, Result};
+
+/// Where a chunk of a PATCH or PUT body claims to start, and how long it is,
+/// from `Content-Range` and `Content-Length`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkBounds {
+    pub start: Option<u64>,
+    pub len: Option<u64>,
+}
+
+impl Registry {
+    fn session_lock(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.session_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.as_str().to_owned()).or_default().clone()
+    }
+
+    fn forget_session_lock(&self, id: &UploadId) {
+        let mut locks = self.session_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.remove(id.as_str());
+    }
+
+    fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
+        match self.store.uploads.get(id)? {
+            Some(s) if &s.repo == repo => Ok(s),
+            _ => Err(Error::BlobUploadUnknown),
+        }
+    }
+
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
+        let id = UploadId::new(self.settings.node_id);
+        let now = now_ms();
+        let session = UploadSession {
+            repo: repo.clone(),
+            size: 0,
+            chunks: vec![],
+            hasher: DigestAlgorithm::Sha256.hasher().to_state(),
+            started_ms: now,
+            updated_ms: now,
+        };
+        self.store.uploads.put(&id, &session)?;
+        Ok(id)
+    }
+
+    /// Bytes received so far by a session.
+    pub fn upload_offset(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
+        Ok(self.load_session(repo, id)?.size)
+    }
+
+    /// Appends a body to a session and returns the new size.
+    pub async fn upload_append<B>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        bounds: ChunkBounds,
+        body: B,
+    ) -> Result<u64>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let lock = self.session_lock(id);
+        let _held = lock.lock().await;
+        let session = self.load_session(repo, id)?;
+        let session = self.append_to(id, session, bounds, body).await?;
+        Ok(session.size)
+    }
+
+    async fn append_to<B>(
+        &self,
+        id: &UploadId,
+        mut session: UploadSession,
+        bounds: ChunkBounds,
+        body: B,
+    ) -> Result<UploadSession>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        if let Some(start) = bounds.start {
+            if start != session.size {
+                return Err(Error::UploadOutOfOrder {
+                    offset: session.size,
+                    start,
+                });
+            }
+        }
+        let hasher = DigestHasher::from_state(&session.hasher)?;
+        let chunker = Chunker::resume(hasher, session.size, self.settings.chunk_size_bytes);
+        let got = self.ingest.body(chunker, body, bounds.len).await?;
+        session.size = got.chunker.size_bytes();
+        session.chunks.extend(got.chunks);
+        session.hasher = got.chunker.into_hasher().to_state();
+        session.updated_ms = now_ms();
+        self.store.uploads.put(id, &session)?;
+        Ok(session)
+    }
+
+    /// Appends the final body (if any), checks the digest and records the
+    /// blob. Only a committed blob record makes the upload acknowledged.
+    pub async fn upload_finish<B>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        bounds: ChunkBounds,
+        body: B,
+    ) -> Result<()>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let lock = self.session_lock(id);
+        let _held = lock.lock().await;
+        let session = self.load_session(repo, id)?;
+        let session = self.append_to(id, session, bounds, body).await?;
+        let hasher = DigestHasher::from_state(&session.hasher)?;
+        let actual = if hasher.algorithm() == digest.algorithm() {
+            hasher.finish()
+        } else {
+            self.rehash(&session.chunks, digest.algorithm()).await?
+        };
+        // Whatever the outcome, this session is over: a client retries a
+        // failed digest check with a new upload.
+        self.store.uploads.remove(id)?;
+        self.forget_session_lock(id);
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.record_blob(repo, digest, session.size, session.chunks)
+            .await
+    }
+
+    /// Hashes stored chunks again under another algorithm: sessions hash
+    /// sha256 as they go, since the digest is only known at the end.
+    async fn rehash(&self, chunks: &[ChunkRef], algorithm: DigestAlgorithm) -> Result<Digest> {
+        let mut h = algorithm.hasher();
+        for c in chunks {
+            let data = self.chunks.get(c.id).await?;
+            h.update(&data);
+        }
+        Ok(h.finish())
+    }
+
+    pub async fn upload_cancel(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let lock = self.session_lock(id);
+        let _held = lock.lock().await;
+        self.load_session(repo, id)?;
+        self.store.uploads.remove(id)?;
+        self.forget_session_lock(id);
+        Ok(())
+    }
+
+    /// A whole blob in one request (`POST ?digest=`).
+    pub async fn upload_monolithic<B>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        len: Option<u64>,
+        body: B,
+    ) -> Result<()>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let chunker = Chunker::new(digest.algorithm(), self.settings.chunk_size_bytes);
+        let got = self.ingest.body(chunker, body, len).await?;
+        let actual = got.chunker.digest();
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.record_blob(repo, digest, got.chunker.size_bytes(), got.chunks)
+            .await
+    }
+
+    async fn record_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    ) -> Result<()> {
+        let cmd = Command::PutBlob {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            size,
+            chunks,
+            now_ms: now_ms(),
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(_) => Err(Error::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Cancels sessions idle for longer than the expiry and removes chunk
+    /// files nothing references any more. Runs at start-up and periodically.
+    pub fn sweep(&self) -> Result<()> {
+        let expiry_ms = u64::try_from(self.settings.upload_expiry.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms().saturating_sub(expiry_ms);
+        for id in self.store.uploads.idle_since(cutoff)? {
+            tracing::info!(upload = %id, "expiring an abandoned upload");
+            self.store.uploads.remove(&id)?;
+        }
+        let mut live = std::collections::HashSet::new();
+        self.store.uploads.for_each_chunk(|c| {
+            live.insert(c.id);
+        })?;
+        let meta = &self.store.meta;
+        let report = self.store.chunks.sweep(self.settings.gc_grace, |id| {
+            Ok(live.contains(id) || meta.chunk_referenced(id)?)
+        })?;
+        if report.removed > 0 {
+            tracing::info!(
+                removed = report.removed,
+                bytes = report.removed_bytes,
+                "removed unreferenced chunk files"
+            );
+        }
+        Ok(())
+    }
+}

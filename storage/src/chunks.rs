@@ -1,0 +1,266 @@
+//! The chunk store: blake3-addressed files under `chunks/ab/cd/<hex>`, each
+//! written through the durable path and verified against its name on every
+//! read, so a corrupted chunk is an error and never served.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::durable::{self, TempFile};
+use crate::error::{Error, Result};
+use crate::types::ChunkId;
+
+/// What a sweep of unreferenced chunk files did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub examined: u64,
+    pub removed: u64,
+    pub removed_bytes: u64,
+}
+
+pub struct ChunkStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    /// Writers hold it shared while they create or refresh a chunk file; the
+    /// sweeper holds it exclusively while it checks a file's age and removes
+    /// it. This closes the race in which a sweep deletes a chunk an upload
+    /// has just found present and is about to reference.
+    sweep_lock: RwLock<()>,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store rooted at `root` and removes temp
+    /// files a crash left behind.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        durable::create_dir_durable(&tmp)?;
+        let removed = durable::remove_temp_files(&tmp)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed partial chunk files left by a crash");
+        }
+        Ok(ChunkStore {
+            root,
+            tmp,
+            sweep_lock: RwLock::new(()),
+        })
+    }
+
+    pub fn path_of(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// Hashes `data`, stores it durably under its blake3 name and returns the
+    /// name. Storing a chunk that is already present only refreshes its age.
+    pub fn put(&self, data: &[u8]) -> Result<ChunkId> {
+        let id = ChunkId::of(data);
+        self.put_as(id, data)?;
+        Ok(id)
+    }
+
+    /// Stores `data` under `id` after checking that it hashes to `id`; used for
+    /// chunks that arrive from elsewhere with their name.
+    pub fn put_verified(&self, id: ChunkId, data: &[u8]) -> Result<()> {
+        if ChunkId::of(data) != id {
+            return Err(Error::ChunkCorrupt(id));
+        }
+        self.put_as(id, data)
+    }
+
+    fn put_as(&self, id: ChunkId, data: &[u8]) -> Result<()> {
+        let dest = self.path_of(&id);
+        {
+            let _shared = self.sweep_lock.read().unwrap_or_else(|e| e.into_inner());
+            if refresh(&dest)? {
+                return Ok(());
+            }
+        }
+        let mut tmp = TempFile::create_in(&self.tmp)?;
+        tmp.write_all(data)?;
+        if let Some(dir) = dest.parent() {
+            durable::create_dir_durable(dir)?;
+        }
+        let _shared = self.sweep_lock.read().unwrap_or_else(|e| e.into_inner());
+        tmp.persist(&dest)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.path_of(id).is_file()
+    }
+
+    /// Reads a whole chunk and verifies it against its name.
+    pub fn get(&self, id: &ChunkId) -> Result<Bytes> {
+        let path = self.path_of(id);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::ChunkMissing(*id)),
+            Err(e) => return Err(Error::io("open", &path)(e)),
+        };
+        let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut buf)
+            .map_err(Error::io("read", &path))?;
+        if ChunkId::of(&buf) != *id {
+            return Err(Error::ChunkCorrupt(*id));
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Removes a chunk file; used by scrub to drop a corrupt copy before it is
+    /// fetched again.
+    pub fn remove(&self, id: &ChunkId) -> Result<()> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path)(e)),
+        }
+    }
+
+    /// Every chunk id stored on this node, in no particular order.
+    pub fn list(&self) -> Result<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        for_each_file(&self.root, &mut |name| {
+            if let Ok(id) = ChunkId::parse(name) {
+                out.push(id);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Removes chunk files that `is_referenced` says nothing uses and that are
+    /// older than `grace`. The grace period protects chunks of uploads still
+    /// in progress, whose blob records do not exist yet.
+    pub fn sweep(
+        &self,
+        grace: Duration,
+        is_referenced: impl Fn(&ChunkId) -> Result<bool>,
+    ) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let now = SystemTime::now();
+        for id in self.list()? {
+            report.examined += 1;
+            if is_referenced(&id)? {
+                continue;
+            }
+            let path = self.path_of(&id);
+            let _exclusive = self.sweep_lock.write().unwrap_or_else(|e| e.into_inner());
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < grace || is_referenced(&id)? {
+                continue;
+            }
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            report.removed += 1;
+            report.removed_bytes += meta.len();
+        }
+        Ok(report)
+    }
+}
+
+/// Marks an existing chunk as freshly used. Returns whether it exists.
+fn refresh(path: &Path) -> Result<bool> {
+    match File::options().write(true).open(path) {
+        Ok(f) => {
+            f.set_modified(SystemTime::now())
+                .map_err(Error::io("touch", path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("open", path)(e)),
+    }
+}
+
+fn for_each_file(dir: &Path, f: &mut dyn FnMut(&str)) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let ty = entry.file_type().map_err(Error::io("stat", entry.path()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if ty.is_dir() {
+            // Only the two fan-out levels hold chunks; "tmp" holds none.
+            if name.len() == 2 {
+                for_each_file(&entry.path(), f)?;
+            }
+        } else {
+            f(&name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_round_trip_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let id = store.put(b"hello").unwrap();
+        assert_eq!(id, ChunkId::of(b"hello"));
+        assert_eq!(store.put(b"hello").unwrap(), id);
+        assert_eq!(&store.get(&id).unwrap()[..], b"hello");
+        assert_eq!(store.list().unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn corrupted_chunk_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let id = store.put(b"hello").unwrap();
+        fs::write(store.path_of(&id), b"jello").unwrap();
+        assert!(matches!(store.get(&id), Err(Error::ChunkCorrupt(_))));
+        let missing = ChunkId::of(b"nope");
+        assert!(matches!(store.get(&missing), Err(Error::ChunkMissing(_))));
+    }
+
+    #[test]
+    fn put_verified_rejects_wrong_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let id = ChunkId::of(b"a");
+        assert!(store.put_verified(id, b"b").is_err());
+        store.put_verified(id, b"a").unwrap();
+        assert!(store.contains(&id));
+    }
+
+    #[test]
+    fn sweep_removes_only_old_unreferenced_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let keep = store.put(b"referenced").unwrap();
+        let young = store.put(b"young").unwrap();
+        let old = store.put(b"old").unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        for id in [keep, old] {
+            File::options()
+                .write(true)
+                .open(store.path_of(&id))
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+        let report = store
+            .sweep(Duration::from_secs(60), |id| Ok(*id == keep))
+            .unwrap();
+        assert_eq!(report.removed, 1);
+        assert!(store.contains(&keep) && store.contains(&young) && !store.contains(&old));
+    }
+}

@@ -1,0 +1,117 @@
+//! Everything on one node's disk, and nothing about networking.
+//!
+//! - `types`: validated identifiers (`Digest`, `RepoName`, `Tag`, `ChunkId`,
+//!   `NodeId`, `Zone`).
+//! - `durable`: the one temp → fsync → rename → fsync-dir write path.
+//! - `chunks`: blake3-addressed chunk files, verified on every read.
+//! - `chunker`: splits a blob stream into chunks while computing its digest.
+//! - `log`: the fsynced, segmented, group-committed log of commands.
+//! - `meta`: the replicated state machine (sled), its `Command`s and reads.
+//! - `uploads`: this node's upload sessions (not replicated).
+//!
+//! `Store` opens all of them under one data directory.
+
+pub mod chunker;
+pub mod chunks;
+pub mod durable;
+pub mod error;
+pub mod log;
+pub mod meta;
+pub mod types;
+pub mod uploads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use crate::chunks::ChunkStore;
+pub use crate::error::{Error, Result};
+pub use crate::log::LogStore;
+pub use crate::meta::StateMachine;
+pub use crate::uploads::UploadStore;
+
+/// sled keeps up to this much of the metadata cached; its default (1 GiB)
+/// would dwarf the rest of the node's memory.
+pub const DEFAULT_META_CACHE_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub meta_cache_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            meta_cache_bytes: DEFAULT_META_CACHE_BYTES,
+        }
+    }
+}
+
+/// One node's storage, opened from its data directory:
+/// `chunks/`, `meta/` (sled), `log/`.
+pub struct Store {
+    pub chunks: ChunkStore,
+    pub meta: StateMachine,
+    pub uploads: UploadStore,
+    pub log: Arc<LogStore>,
+    db: sled::Db,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Self> {
+        let dir = &config.data_dir;
+        durable::create_dir_durable(dir)?;
+        let chunks = ChunkStore::open(dir.join("chunks"))?;
+        let db = sled::Config::new()
+            .path(dir.join("meta"))
+            .cache_capacity(config.meta_cache_bytes)
+            // The log is the durable record; sled is flushed on our schedule.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let meta = StateMachine::open(&db)?;
+        let uploads = UploadStore::open(&db)?;
+        let log = LogStore::open(dir.join("log"))?;
+        Ok(Store {
+            chunks,
+            meta,
+            uploads,
+            log,
+            db,
+            data_dir: dir.clone(),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Makes everything sled holds durable: its own flush, then an fsync of
+    /// every file and directory in its folder, since sled's flush alone does
+    /// not reach the disk. Call before purging log entries the state machine
+    /// has applied.
+    pub fn sync_meta(&self) -> Result<()> {
+        self.db.flush()?;
+        sync_tree(&self.data_dir.join("meta"))
+    }
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let path = entry.path();
+        if entry
+            .file_type()
+            .map_err(Error::io("stat", &path))?
+            .is_dir()
+        {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", &path))?;
+        }
+    }
+    durable::sync_dir(dir)
+}

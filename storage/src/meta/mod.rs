@@ -1,0 +1,568 @@
+//! The replicated metadata state machine: repositories, tags, manifests, blob
+//! records, repository links and the referrers index, in one sled tree.
+//!
+//! Layout: `command.rs` (the `Command` values that change it), `records.rs`
+//! (the stored values), this file (apply, reads, snapshot export/import).
+//! Everything lives in one tree, keyed by a one-letter prefix, because sled
+//! applies a batch atomically only within a tree: one command is one batch,
+//! together with the applied-log mark, so a crash never splits a command.
+
+mod command;
+mod records;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::ops::Bound;
+use std::sync::{Mutex, RwLock};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::IVec;
+
+pub use self::command::{Command, Outcome, Rejection};
+pub use self::records::{BlobRecord, ChunkRef, Descriptor, ManifestRecord};
+use crate::error::{Error, Result};
+use crate::types::{ChunkId, Digest, RepoName, Tag};
+
+// Key prefixes of the one state-machine tree.
+const BLOB: u8 = b'B'; // B<digest> -> BlobRecord
+const CHUNK_REFS: u8 = b'C'; // C<chunk id> -> u64 blobs using it
+const LINK: u8 = b'L'; // L<repo>\0<digest> -> u64 linked at (ms)
+const MANIFEST: u8 = b'M'; // M<digest> -> ManifestRecord
+const MANIFEST_REFS: u8 = b'N'; // N<digest> -> u64 repositories holding it
+const REPO_MANIFEST: u8 = b'P'; // P<repo>\0<digest> -> ()
+const TAG: u8 = b'T'; // T<repo>\0<tag> -> digest
+const REFERRER: u8 = b'F'; // F<repo>\0<subject>\0<referrer> -> Descriptor
+const REPO: u8 = b'R'; // R<repo> -> u64 blob links + manifests
+const APPLIED: &[u8] = b"_applied"; // opaque mark of the last applied log entry
+
+/// sled meta-key naming the generation of the active state-machine tree.
+const ACTIVE_TREE: &[u8] = b"stowage/active-sm-tree";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"STWSNAP1";
+const SNAPSHOT_END: u32 = u32::MAX;
+
+fn key(prefix: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.push(prefix);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// The key prefix under which all of `repo`'s entries of one kind sort.
+fn repo_prefix(prefix: u8, repo: &RepoName) -> Vec<u8> {
+    let mut k = key(prefix, &[repo.as_str()]);
+    k.push(0);
+    k
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Encoding into a Vec cannot fail for these plain data types.
+    postcard::to_stdvec(v).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|source| Error::Decode { tree, source })
+}
+
+fn count(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// One command's writes, staged over the tree so that the command reads its
+/// own writes, then committed as one atomic batch.
+struct Txn<'a> {
+    tree: &'a sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Txn {
+            tree,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(k)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn has(&self, k: &[u8]) -> Result<bool> {
+        match self.writes.get(k) {
+            Some(v) => Ok(v.is_some()),
+            None => Ok(self.tree.contains_key(k)?),
+        }
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.writes.insert(k, Some(v));
+    }
+
+    fn del(&mut self, k: Vec<u8>) {
+        self.writes.insert(k, None);
+    }
+
+    /// Adds `delta` to a counter, removing it when it reaches zero.
+    fn bump(&mut self, k: Vec<u8>, delta: i64) -> Result<u64> {
+        let now = count(self.get(&k)?.as_deref());
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            self.del(k);
+        } else {
+            self.put(k, next.to_be_bytes().to_vec());
+        }
+        Ok(next)
+    }
+
+    fn commit(self, mark: &[u8]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(APPLIED, mark);
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+pub struct StateMachine {
+    db: sled::Db,
+    tree: RwLock<sled::Tree>,
+    /// Serialises apply with snapshot export, so an export is the state at
+    /// exactly one applied mark.
+    apply_lock: Mutex<()>,
+}
+
+impl StateMachine {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        let generation = count(db.get(ACTIVE_TREE)?.as_deref());
+        let tree = db.open_tree(format!("sm.{generation}"))?;
+        Ok(StateMachine {
+            db: db.clone(),
+            tree: RwLock::new(tree),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    fn tree(&self) -> sled::Tree {
+        self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The opaque mark stored with the last applied command (the consensus
+    /// layer decides what it means: a log index, a Raft log id).
+    pub fn applied_mark(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree().get(APPLIED)?.map(|v| v.to_vec()))
+    }
+
+    /// Records `mark` as applied for a log entry that changes no data.
+    pub fn set_mark(&self, mark: &[u8]) -> Result<()> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.tree().insert(APPLIED, mark)?;
+        Ok(())
+    }
+
+    /// Applies one command and stores `mark` in the same atomic batch.
+    pub fn apply(&self, cmd: &Command, mark: &[u8]) -> Result<Outcome> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree();
+        let mut txn = Txn::new(&tree);
+        let outcome = Self::stage(&mut txn, cmd)?;
+        if let Outcome::Rejected(_) = outcome {
+            // A rejected command changes nothing but is still applied.
+            txn.writes.clear();
+        }
+        txn.commit(mark)?;
+        Ok(outcome)
+    }
+
+    fn stage(txn: &mut Txn<'_>, cmd: &Command) -> Result<Outcome> {
+        use Rejection::*;
+        match cmd {
+            Command::PutBlob {
+                repo,
+                digest,
+                size,
+                chunks,
+                now_ms,
+            } => {
+                let bk = key(BLOB, &[digest.as_str()]);
+                if !txn.has(&bk)? {
+                    for c in chunks {
+                        txn.bump(chunk_key(&c.id), 1)?;
+                    }
+                    let rec = BlobRecord {
+                        size: *size,
+                        chunks: chunks.clone(),
+                        created_ms: *now_ms,
+                    };
+                    txn.put(bk, encode(&rec));
+                }
+                Self::link(txn, repo, digest, *now_ms)?;
+            }
+            Command::LinkBlob {
+                repo,
+                digest,
+                now_ms,
+            } => {
+                if !txn.has(&key(BLOB, &[digest.as_str()]))? {
+                    return Ok(Outcome::Rejected(BlobUnknown(digest.clone())));
+                }
+                Self::link(txn, repo, digest, *now_ms)?;
+            }
+            Command::UnlinkBlob { repo, digest } => {
+                let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
+                if !txn.has(&lk)? {
+                    return Ok(Outcome::Rejected(BlobUnknown(digest.clone())));
+                }
+                txn.del(lk);
+                txn.bump(key(REPO, &[repo.as_str()]), -1)?;
+            }
+            Command::PutManifest {
+                repo,
+                digest,
+                record,
+                tags,
+                referrer,
+            } => {
+                for b in &record.blobs {
+                    if !txn.has(&key(LINK, &[repo.as_str(), b.as_str()]))? {
+                        return Ok(Outcome::Rejected(ManifestBlobUnknown(b.clone())));
+                    }
+                }
+                for m in &record.children {
+                    if m != digest && !txn.has(&key(REPO_MANIFEST, &[repo.as_str(), m.as_str()]))? {
+                        return Ok(Outcome::Rejected(ManifestBlobUnknown(m.clone())));
+                    }
+                }
+                let mk = key(MANIFEST, &[digest.as_str()]);
+                if !txn.has(&mk)? {
+                    txn.put(mk, encode(record));
+                }
+                let pk = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
+                if !txn.has(&pk)? {
+                    txn.put(pk, Vec::new());
+                    txn.bump(key(MANIFEST_REFS, &[digest.as_str()]), 1)?;
+                    txn.bump(key(REPO, &[repo.as_str()]), 1)?;
+                }
+                for t in tags {
+                    txn.put(
+                        key(TAG, &[repo.as_str(), t.as_str()]),
+                        digest.as_str().as_bytes().to_vec(),
+                    );
+                }
+                if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
+                    txn.put(
+                        key(REFERRER, &[repo.as_str(), subject.as_str(), digest.as_str()]),
+                        encode(desc),
+                    );
+                }
+            }
+            Command::DeleteManifest { repo, digest } => {
+                let pk = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
+                if !txn.has(&pk)? {
+                    return Ok(Outcome::Rejected(ManifestUnknown));
+                }
+                txn.del(pk);
+                txn.bump(key(REPO, &[repo.as_str()]), -1)?;
+                let mk = key(MANIFEST, &[digest.as_str()]);
+                let record: Option<ManifestRecord> = match txn.get(&mk)? {
+                    Some(b) => Some(decode("manifests", &b)?),
+                    None => None,
+                };
+                if let Some(subject) = record.as_ref().and_then(|r| r.subject.as_ref()) {
+                    txn.del(key(
+                        REFERRER,
+                        &[repo.as_str(), subject.as_str(), digest.as_str()],
+                    ));
+                }
+                if txn.bump(key(MANIFEST_REFS, &[digest.as_str()]), -1)? == 0 {
+                    txn.del(mk);
+                }
+                let prefix = repo_prefix(TAG, repo);
+                for kv in txn.tree.scan_prefix(&prefix) {
+                    let (k, v) = kv?;
+                    if v.as_ref() == digest.as_str().as_bytes() {
+                        txn.del(k.to_vec());
+                    }
+                }
+            }
+            Command::DeleteTag { repo, tag } => {
+                let tk = key(TAG, &[repo.as_str(), tag.as_str()]);
+                if !txn.has(&tk)? {
+                    return Ok(Outcome::Rejected(ManifestUnknown));
+                }
+                txn.del(tk);
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn link(txn: &mut Txn<'_>, repo: &RepoName, digest: &Digest, now_ms: u64) -> Result<()> {
+        let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
+        if !txn.has(&lk)? {
+            txn.put(lk, now_ms.to_be_bytes().to_vec());
+            txn.bump(key(REPO, &[repo.as_str()]), 1)?;
+        }
+        Ok(())
+    }
+
+    // ---- reads ----
+
+    /// The blob record, whichever repositories hold it.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        match self.tree().get(key(BLOB, &[digest.as_str()]))? {
+            Some(b) => Ok(Some(decode("blobs", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The blob record if the blob is linked into `repo`: digests never leak
+    /// across repositories.
+    pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>> {
+        if !self
+            .tree()
+            .contains_key(key(LINK, &[repo.as_str(), digest.as_str()]))?
+        {
+            return Ok(None);
+        }
+        self.blob(digest)
+    }
+
+    pub fn manifest_in_repo(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let tree = self.tree();
+        if !tree.contains_key(key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]))? {
+            return Ok(None);
+        }
+        match tree.get(key(MANIFEST, &[digest.as_str()]))? {
+            Some(b) => Ok(Some(decode("manifests", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        match self.tree().get(key(TAG, &[repo.as_str(), tag.as_str()]))? {
+            Some(v) => Ok(Some(Digest::parse(&String::from_utf8_lossy(&v))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(self.tree().contains_key(key(REPO, &[repo.as_str()]))?)
+    }
+
+    /// Up to `limit` tags of `repo` in lexical order, starting after `after`,
+    /// and whether more follow.
+    pub fn tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Tag>, bool)> {
+        let prefix = repo_prefix(TAG, repo);
+        self.page(&prefix, after, limit, |k, _| Tag::parse(k))
+    }
+
+    /// Up to `limit` repository names in lexical order, starting after
+    /// `after`, and whether more follow.
+    pub fn repositories(&self, after: Option<&str>, limit: usize) -> Result<(Vec<RepoName>, bool)> {
+        self.page(&[REPO], after, limit, |k, _| RepoName::parse(k))
+    }
+
+    fn page<T>(
+        &self,
+        prefix: &[u8],
+        after: Option<&str>,
+        limit: usize,
+        parse: impl Fn(&str, &IVec) -> Result<T>,
+    ) -> Result<(Vec<T>, bool)> {
+        let tree = self.tree();
+        let start = match after {
+            Some(a) => {
+                let mut s = prefix.to_vec();
+                s.extend_from_slice(a.as_bytes());
+                Bound::Excluded(s)
+            }
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::new();
+        for kv in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(parse(&String::from_utf8_lossy(&k[prefix.len()..]), &v)?);
+        }
+        Ok((out, false))
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`.
+    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let mut prefix = key(REFERRER, &[repo.as_str(), subject.as_str()]);
+        prefix.push(0);
+        self.tree()
+            .scan_prefix(&prefix)
+            .map(|kv| decode("referrers", &kv?.1))
+            .collect()
+    }
+
+    /// Whether any blob record uses the chunk.
+    pub fn chunk_referenced(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.tree().contains_key(chunk_key(id))?)
+    }
+
+    // ---- snapshots ----
+
+    /// Writes the whole state (including the applied mark) to `out` and
+    /// returns the mark it corresponds to. Applies wait meanwhile, so the
+    /// export is exactly one point of the log.
+    pub fn export(&self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree();
+        let mut w = Checksummed::new(out);
+        w.write(SNAPSHOT_MAGIC)?;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            for part in [&k[..], &v[..]] {
+                let len = u32::try_from(part.len())
+                    .map_err(|_| Error::SnapshotFormat("record larger than 4 GiB"))?;
+                w.write(&len.to_le_bytes())?;
+                w.write(part)?;
+            }
+        }
+        w.write(&SNAPSHOT_END.to_le_bytes())?;
+        let sum = w.crc.finalize();
+        w.inner.write_all(&sum.to_le_bytes()).map_err(snapshot_io)?;
+        Ok(tree.get(APPLIED)?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces the whole state with a snapshot written by `export`. The new
+    /// state is built in a fresh tree and switched to in one step, so a crash
+    /// during import leaves the old state intact.
+    pub fn import(&self, input: &mut dyn Read) -> Result<Option<Vec<u8>>> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = count(self.db.get(ACTIVE_TREE)?.as_deref());
+        let next = current + 1;
+        let name = format!("sm.{next}");
+        self.db.drop_tree(name.as_bytes())?;
+        let fresh = self.db.open_tree(&name)?;
+        let mut r = Checksummed::new(input);
+        if r.read(8)? != SNAPSHOT_MAGIC {
+            return Err(Error::SnapshotFormat("not a Stowage state snapshot"));
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending_bytes = 0usize;
+        loop {
+            let klen = r.read_u32()?;
+            if klen == SNAPSHOT_END {
+                break;
+            }
+            let k = r.read(usize::try_from(klen).unwrap_or(usize::MAX))?;
+            let vlen = r.read_u32()?;
+            let v = r.read(usize::try_from(vlen).unwrap_or(usize::MAX))?;
+            pending_bytes += k.len() + v.len();
+            batch.insert(k, v);
+            if pending_bytes > IMPORT_BATCH_BYTES {
+                fresh.apply_batch(std::mem::take(&mut batch))?;
+                pending_bytes = 0;
+            }
+        }
+        fresh.apply_batch(batch)?;
+        let expect = r.crc.clone().finalize();
+        let mut sum = [0u8; 4];
+        r.inner.read_exact(&mut sum).map_err(snapshot_io)?;
+        if u32::from_le_bytes(sum) != expect {
+            self.db.drop_tree(name.as_bytes())?;
+            return Err(Error::SnapshotFormat("checksum mismatch"));
+        }
+        fresh.flush()?;
+        self.db.insert(ACTIVE_TREE, &next.to_be_bytes())?;
+        self.db.flush()?;
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        self.db.drop_tree(format!("sm.{current}").as_bytes())?;
+        Ok(fresh.get(APPLIED)?.map(|v| v.to_vec()))
+    }
+}
+
+/// Keeps sled batches of an import bounded in memory.
+const IMPORT_BATCH_BYTES: usize = 8 << 20;
+
+fn snapshot_io(source: std::io::Error) -> Error {
+    Error::Io {
+        op: "stream snapshot",
+        path: "<snapshot>".into(),
+        source,
+    }
+}
+
+/// A reader or writer that keeps a CRC of what passed through it.
+struct Checksummed<T> {
+    inner: T,
+    crc: crc32fast::Hasher,
+}
+
+impl<T> Checksummed<T> {
+    fn new(inner: T) -> Self {
+        Checksummed {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl<W: Write> Checksummed<W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        self.inner.write_all(bytes).map_err(snapshot_io)
+    }
+}
+
+impl<R: Read> Checksummed<R> {
+    fn read(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let got = (&mut self.inner)
+            .take(n as u64)
+            .read_to_end(&mut buf)
+            .map_err(snapshot_io)?;
+        if got != n {
+            return Err(Error::SnapshotFormat("truncated"));
+        }
+        self.crc.update(&buf);
+        Ok(buf)
+    }
+
+    fn read_u32(&mut self) -> Result<u32> {
+        let b = self.read(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn chunk_key(id: &ChunkId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(CHUNK_REFS);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,49 @@
+//! The values the replicated state machine stores. They are encoded with
+//! postcard, so a field added later goes at the end behind `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ChunkId, Digest};
+
+/// One piece of a blob, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// A blob: its size and where its bytes are (an ordered chunk list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+    pub created_ms: u64,
+}
+
+/// A manifest kept whole in the state machine (manifests are small: the API
+/// caps them at 4 MiB), with what it references, pre-extracted so that
+/// apply never parses JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Blobs (config and layers) that must be linked to the repository.
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index that must be in the repository.
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub created_ms: u64,
+}
+
+/// An OCI content descriptor, as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
