@@ -102,7 +102,10 @@ mod tests {
         let mut b = Chunker::resume(a.into_hasher(), 6, 8);
         b.push(b"world", &mut sealed);
         sealed.extend(b.flush());
-        assert_eq!(b.digest(), Digest::of(DigestAlgorithm::Sha512, b"hello world"));
+        assert_eq!(
+            b.digest(),
+            Digest::of(DigestAlgorithm::Sha512, b"hello world")
+        );
         assert_eq!(sealed.concat(), b"hello world");
     }
 }

@@ -72,7 +72,9 @@ impl ChunkStore {
         self.put_as(id, data)
     }
 
-    fn put_as(&self, id: ChunkId, data: &[u8]) -> Result<()> {
+    /// Stores `data` under `id`, which the caller has just computed from
+    /// `data` with `ChunkId::of` (so it is not hashed twice).
+    pub fn put_as(&self, id: ChunkId, data: &[u8]) -> Result<()> {
         let dest = self.path_of(&id);
         {
             let _shared = self.sweep_lock.read().unwrap_or_else(|e| e.into_inner());

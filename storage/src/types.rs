@@ -68,7 +68,9 @@ impl Digest {
             _ => return Err(invalid("unsupported algorithm (sha256 and sha512 are)")),
         };
         if hex.len() != algorithm.hex_len() {
-            return Err(invalid("encoded part has the wrong length for its algorithm"));
+            return Err(invalid(
+                "encoded part has the wrong length for its algorithm",
+            ));
         }
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(invalid("encoded part must be lowercase hex"));
@@ -585,8 +587,7 @@ mod tests {
             assert!(RepoName::parse(ok).is_ok(), "{ok} should be valid");
         }
         for bad in [
-            "", "A", "a/", "/a", "a//b", "-a", "a-", "a___b", "a..b", "a._b", "a b", "a/B",
-            "a:b",
+            "", "A", "a/", "/a", "a//b", "-a", "a-", "a___b", "a..b", "a._b", "a b", "a/B", "a:b",
         ] {
             assert!(RepoName::parse(bad).is_err(), "{bad} should be invalid");
         }
@@ -612,7 +613,10 @@ mod tests {
         );
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
         let d512 = Digest::of(DigestAlgorithm::Sha512, b"abc");
-        assert_eq!(Digest::parse(d512.as_str()).unwrap().algorithm(), DigestAlgorithm::Sha512);
+        assert_eq!(
+            Digest::parse(d512.as_str()).unwrap().algorithm(),
+            DigestAlgorithm::Sha512
+        );
         for bad in [
             "sha256",
             "sha256:abc",
@@ -651,7 +655,13 @@ mod tests {
         let id = UploadId::new(NodeId(7));
         let back = UploadId::parse(id.as_str()).unwrap();
         assert_eq!(back.owner(), NodeId(7));
-        for bad in ["", "7", "x-0123", "0-00000000000000000000000000000000", "7-zz"] {
+        for bad in [
+            "",
+            "7",
+            "x-0123",
+            "0-00000000000000000000000000000000",
+            "7-zz",
+        ] {
             assert!(UploadId::parse(bad).is_err(), "{bad}");
         }
     }

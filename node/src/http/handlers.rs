@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
@@ -369,21 +369,7 @@ async fn put_manifest(
     body: Incoming,
 ) -> Result<Response<Body>> {
     let limit = reg.settings.max_manifest_bytes;
-    let too_large = Error::ManifestTooLarge { limit_bytes: limit };
-    if content_length(headers)?.is_some_and(|l| l > limit as u64) {
-        return Err(too_large);
-    }
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Error::ManifestTooLarge { limit_bytes: limit }
-            } else {
-                Error::Body(e.to_string())
-            }
-        })?
-        .to_bytes();
+    let bytes = read_capped(body, limit).await?;
     let extra_tags = query
         .all("tag")
         .map(|t| Tag::parse(t).map_err(Error::from_parse))
@@ -401,6 +387,35 @@ async fn put_manifest(
         b = b.header("OCI-Subject", s.as_str());
     }
     no_content(b)
+}
+
+/// A client that sends more than this past a limit has its connection
+/// closed; below it, the excess is read and dropped so the client sees the
+/// error answer instead of a reset.
+const DRAIN_LIMIT_BYTES: u64 = 16 << 20;
+
+/// Reads a body of at most `limit` bytes.
+async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if drained > 0 || buf.len() + data.len() > limit {
+            drained += data.len() as u64;
+            if drained > DRAIN_LIMIT_BYTES {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if drained > 0 {
+        return Err(Error::ManifestTooLarge { limit_bytes: limit });
+    }
+    Ok(buf.freeze())
 }
 
 // ---- listings ----

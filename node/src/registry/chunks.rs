@@ -2,7 +2,8 @@
 //! prefetching reads that stream a blob (or a byte range of it) to a client
 //! in bounded memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use stowage_storage::meta::ChunkRef;
@@ -14,24 +15,85 @@ use crate::error::{Error, Result};
 
 pub struct ChunkIo {
     store: Arc<Store>,
+    /// Chunks written by requests still in progress, which nothing durable
+    /// references yet; the sweeper must not take them whatever their age.
+    pinned: Mutex<HashMap<ChunkId, usize>>,
+}
+
+/// Keeps chunks pinned until the upload session or blob record that
+/// references them is stored; unpins on drop.
+pub struct Pins {
+    io: Arc<ChunkIo>,
+    ids: Vec<ChunkId>,
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut pinned = self.io.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            if let Some(n) = pinned.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    pinned.remove(id);
+                }
+            }
+        }
+    }
+}
+
+impl Pins {
+    pub fn new(io: &Arc<ChunkIo>) -> Self {
+        Pins {
+            io: io.clone(),
+            ids: Vec::new(),
+        }
+    }
+
+    pub fn absorb(&mut self, mut other: Pins) {
+        self.ids.append(&mut other.ids);
+    }
 }
 
 impl ChunkIo {
     pub fn new(store: Arc<Store>) -> Self {
-        ChunkIo { store }
+        ChunkIo {
+            store,
+            pinned: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Writes a chunk durably on this node (blocking).
-    pub fn put_local(&self, data: &[u8]) -> Result<ChunkRef> {
+    /// Writes a chunk durably on this node (blocking), pinned in `pins`
+    /// before it exists on disk.
+    pub fn put_local(self: &Arc<Self>, data: &[u8], pins: &mut Pins) -> Result<ChunkRef> {
         let len =
             u32::try_from(data.len()).map_err(|_| Error::SizeInvalid("chunk larger than 4 GiB"))?;
-        let id = self.store.chunks.put(data)?;
+        let id = ChunkId::of(data);
+        *self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default() += 1;
+        pins.ids.push(id);
+        self.store.chunks.put_as(id, data)?;
         Ok(ChunkRef { id, len })
     }
 
-    pub async fn put(self: &Arc<Self>, data: Bytes) -> Result<ChunkRef> {
+    pub async fn put(self: &Arc<Self>, data: Bytes) -> Result<(ChunkRef, Pins)> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.put_local(&data)).await?
+        tokio::task::spawn_blocking(move || {
+            let mut pins = Pins::new(&this);
+            let r = this.put_local(&data, &mut pins)?;
+            Ok((r, pins))
+        })
+        .await?
+    }
+
+    pub fn is_pinned(&self, id: &ChunkId) -> bool {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     pub async fn get(self: &Arc<Self>, id: ChunkId) -> Result<Bytes> {

@@ -12,7 +12,7 @@ use stowage_storage::chunker::Chunker;
 use stowage_storage::meta::ChunkRef;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::chunks::ChunkIo;
+use super::chunks::{ChunkIo, Pins};
 use crate::error::{Error, Result};
 
 /// Bodies that end within this many bytes are hashed and written in one
@@ -34,6 +34,8 @@ pub struct Ingest {
 pub struct Ingested {
     pub chunker: Chunker,
     pub chunks: Vec<ChunkRef>,
+    /// Hold until the chunks are referenced by something durable.
+    pub pins: Pins,
 }
 
 impl Ingest {
@@ -83,11 +85,16 @@ impl Ingest {
                     chunker.push(piece, &mut sealed);
                 }
                 sealed.extend(chunker.flush());
-                let chunks = sealed
+                let mut pins = Pins::new(&chunks);
+                let refs = sealed
                     .iter()
-                    .map(|c| chunks.put_local(c))
+                    .map(|c| chunks.put_local(c, &mut pins))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Ingested { chunker, chunks })
+                Ok(Ingested {
+                    chunker,
+                    chunks: refs,
+                    pins,
+                })
             })
             .await?;
         }
@@ -126,10 +133,13 @@ impl Ingest {
                 }));
             }
             let mut out = Vec::with_capacity(writes.len());
+            let mut pins = Pins::new(&chunk_io);
             for w in writes {
-                out.push(w.await??);
+                let (r, p) = w.await??;
+                out.push(r);
+                pins.absorb(p);
             }
-            Ok::<_, Error>(out)
+            Ok::<_, Error>((out, pins))
         });
 
         let fed: Result<()> = async {
@@ -148,9 +158,11 @@ impl Ingest {
         let chunker = hasher.await?;
         let written = writer.await?;
         fed?;
+        let (chunks, pins) = written?;
         Ok(Ingested {
             chunker,
-            chunks: written?,
+            chunks,
+            pins,
         })
     }
 }

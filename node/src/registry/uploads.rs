@@ -106,7 +106,9 @@ impl Registry {
         session.chunks.extend(got.chunks);
         session.hasher = got.chunker.into_hasher().to_state();
         session.updated_ms = now_ms();
+        // Once the session names the chunks, the sweeper sees them there.
         self.store.uploads.put(id, &session)?;
+        drop(got.pins);
         Ok(session)
     }
 
@@ -134,18 +136,26 @@ impl Registry {
         } else {
             self.rehash(&session.chunks, digest.algorithm()).await?
         };
-        // Whatever the outcome, this session is over: a client retries a
-        // failed digest check with a new upload.
-        self.store.uploads.remove(id)?;
-        self.forget_session_lock(id);
         if &actual != digest {
+            // The session is over: a client retries a failed digest check
+            // with a new upload.
+            self.end_session(id)?;
             return Err(Error::DigestMismatch {
                 expected: digest.clone(),
                 actual,
             });
         }
+        // The session keeps its chunks from the sweeper until the blob
+        // record references them.
         self.record_blob(repo, digest, session.size, session.chunks)
-            .await
+            .await?;
+        self.end_session(id)
+    }
+
+    fn end_session(&self, id: &UploadId) -> Result<()> {
+        self.store.uploads.remove(id)?;
+        self.forget_session_lock(id);
+        Ok(())
     }
 
     /// Hashes stored chunks again under another algorithm: sessions hash
@@ -163,9 +173,7 @@ impl Registry {
         let lock = self.session_lock(id);
         let _held = lock.lock().await;
         self.load_session(repo, id)?;
-        self.store.uploads.remove(id)?;
-        self.forget_session_lock(id);
-        Ok(())
+        self.end_session(id)
     }
 
     /// A whole blob in one request (`POST ?digest=`).
@@ -190,7 +198,9 @@ impl Registry {
             });
         }
         self.record_blob(repo, digest, got.chunker.size_bytes(), got.chunks)
-            .await
+            .await?;
+        drop(got.pins);
+        Ok(())
     }
 
     async fn record_blob(
@@ -228,7 +238,7 @@ impl Registry {
         })?;
         let meta = &self.store.meta;
         let report = self.store.chunks.sweep(self.settings.gc_grace, |id| {
-            Ok(live.contains(id) || meta.chunk_referenced(id)?)
+            Ok(live.contains(id) || self.chunks.is_pinned(id) || meta.chunk_referenced(id)?)
         })?;
         if report.removed > 0 {
             tracing::info!(

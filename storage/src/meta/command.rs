@@ -26,7 +26,10 @@ pub enum Command {
         now_ms: u64,
     },
     /// Removes a blob from `repo`; its bytes stay until garbage collection.
-    UnlinkBlob { repo: RepoName, digest: Digest },
+    UnlinkBlob {
+        repo: RepoName,
+        digest: Digest,
+    },
     /// Stores a manifest in `repo`, points `tags` at it, and indexes it as a
     /// referrer of its subject.
     PutManifest {
@@ -37,8 +40,14 @@ pub enum Command {
         referrer: Option<Descriptor>,
     },
     /// Removes a manifest from `repo` together with the tags that point at it.
-    DeleteManifest { repo: RepoName, digest: Digest },
-    DeleteTag { repo: RepoName, tag: Tag },
+    DeleteManifest {
+        repo: RepoName,
+        digest: Digest,
+    },
+    DeleteTag {
+        repo: RepoName,
+        tag: Tag,
+    },
 }
 
 /// What applying a command did. A rejection is a deterministic outcome, the

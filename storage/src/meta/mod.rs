@@ -266,7 +266,10 @@ impl StateMachine {
                 }
                 if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
                     txn.put(
-                        key(REFERRER, &[repo.as_str(), subject.as_str(), digest.as_str()]),
+                        key(
+                            REFERRER,
+                            &[repo.as_str(), subject.as_str(), digest.as_str()],
+                        ),
                         encode(desc),
                     );
                 }

@@ -92,7 +92,10 @@ fn manifest_requires_its_blobs_in_the_repository() {
         sm.apply(&cmd, b"m").unwrap(),
         Outcome::Rejected(Rejection::ManifestBlobUnknown(layer.clone()))
     );
-    assert!(sm.tag(&repo("app"), &Tag::parse("v1").unwrap()).unwrap().is_none());
+    assert!(sm
+        .tag(&repo("app"), &Tag::parse("v1").unwrap())
+        .unwrap()
+        .is_none());
     put_blob(&sm, "app", "layer");
     assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
     assert_eq!(
@@ -146,7 +149,10 @@ fn tag_and_catalog_pages() {
     let (_d, sm) = sm();
     for r in ["b", "a", "c/d"] {
         let m = digest(r);
-        let tags = ["z", "x", "y"].iter().map(|t| Tag::parse(t).unwrap()).collect();
+        let tags = ["z", "x", "y"]
+            .iter()
+            .map(|t| Tag::parse(t).unwrap())
+            .collect();
         let put = Command::PutManifest {
             repo: repo(r),
             digest: m,
@@ -157,7 +163,10 @@ fn tag_and_catalog_pages() {
         sm.apply(&put, b"m").unwrap();
     }
     let (page, more) = sm.tags(&repo("a"), None, 2).unwrap();
-    assert_eq!(page, vec![Tag::parse("x").unwrap(), Tag::parse("y").unwrap()]);
+    assert_eq!(
+        page,
+        vec![Tag::parse("x").unwrap(), Tag::parse("y").unwrap()]
+    );
     assert!(more);
     let (page, more) = sm.tags(&repo("a"), Some("y"), 2).unwrap();
     assert_eq!(page, vec![Tag::parse("z").unwrap()]);

@@ -1,0 +1,27 @@
+//! Integration tests for the `stowage` binary: each module starts real node
+//! processes and drives them over HTTP or with real clients.
+
+mod common;
+
+/// Version check, health, routing errors.
+mod t10_basics;
+/// Blob reads, ranges, deletes, monolithic pushes, digest checks.
+mod t20_blobs;
+/// Upload sessions: chunked PATCHes, status, cancel, mounts, resumption.
+mod t30_uploads;
+/// Manifests: put/get/delete, validation, negotiation, referrers.
+mod t40_manifests;
+/// Tag and catalog pagination.
+mod t50_listing;
+/// Restart with SIGTERM and with SIGKILL mid-upload.
+mod t60_restart;
+/// The oci-client crate as a real client.
+mod t70_oci_client;
+/// skopeo copy of a multi-layer image, there and back.
+mod t71_skopeo;
+/// docker push and pull through the local engine.
+mod t72_docker;
+/// kill -9 during a stream of pushes loses nothing acknowledged.
+mod t80_crash;
+/// A 2 GiB push stays in bounded memory.
+mod t90_memory;
