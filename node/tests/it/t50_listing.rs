@@ -35,7 +35,7 @@ async fn tags_paginate_with_link() {
     assert_eq!(v["tags"], serde_json::json!(want));
 
     let mut got = Vec::new();
-    let mut next = format!("/v2/org/app/tags/list?n=2");
+    let mut next = "/v2/org/app/tags/list?n=2".to_string();
     loop {
         let r = c.get(format!("{u}{next}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);

@@ -39,7 +39,7 @@ async fn kill9_during_pushes_loses_nothing_acknowledged() {
         // Let a few pushes complete, then pull the plug at an arbitrary
         // moment.
         let before = acked.lock().unwrap().len();
-        while acked.lock().unwrap().len() < before + 10 + (round as usize) * 7 {
+        while acked.lock().unwrap().len() < before + 10 + usize::try_from(round).unwrap() * 7 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(37 * (round + 1))).await;
