@@ -13,5 +13,6 @@ pub mod consensus;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod placement;
 pub mod registry;
 pub mod server;
