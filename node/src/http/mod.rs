@@ -36,7 +36,7 @@ pub async fn handle(reg: Arc<Registry>, req: Request<Incoming>) -> Response<Body
     let (parts, body) = req.into_parts();
     let head = parts.method == Method::HEAD;
     let query = Query::parse(parts.uri.query());
-    let result = match router::route(parts.uri.path()) {
+    let result = match router::route(&parts.method, parts.uri.path()) {
         Ok(endpoint) => {
             handlers::dispatch(&reg, &parts.method, endpoint, &query, &parts.headers, body).await
         }

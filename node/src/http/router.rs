@@ -3,6 +3,7 @@
 //! repository names of any depth work, and identifiers are validated here, at
 //! the edge, so handlers only ever see well-formed values.
 
+use http::Method;
 use percent_encoding::percent_decode_str;
 use stowage_storage::types::{Digest, Reference, RepoName, UploadId};
 
@@ -53,7 +54,7 @@ impl Endpoint {
     }
 }
 
-pub fn route(path: &str) -> Result<Endpoint> {
+pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
     match path {
         "/healthz" => return Ok(Endpoint::Health),
         "/readyz" => return Ok(Endpoint::Ready),
@@ -91,7 +92,15 @@ pub fn route(path: &str) -> Result<Endpoint> {
     }
     if at(1, "manifests") {
         let repo = name(n - 2)?;
-        let reference = Reference::parse(&last).map_err(Error::from_parse)?;
+        let reference = Reference::parse(&last).map_err(|e| {
+            // A malformed reference names no manifest: reads answer 404
+            // like any other unknown manifest, writes say what is wrong.
+            if method == Method::PUT {
+                Error::from_parse(e)
+            } else {
+                Error::ManifestUnknown
+            }
+        })?;
         return Ok(Endpoint::Manifest { repo, reference });
     }
     if at(0, "list") && at(1, "tags") {
@@ -226,16 +235,30 @@ mod tests {
             ),
         ];
         for (path, want) in cases {
-            assert_eq!(route(&path).unwrap(), want, "{path}");
+            assert_eq!(route(&Method::GET, &path).unwrap(), want, "{path}");
         }
     }
 
     #[test]
     fn bad_paths_fail_with_their_code() {
-        let code = |p: &str| crate::http::error::classify(&route(p).unwrap_err()).1;
+        let code_for =
+            |m: Method, p: &str| crate::http::error::classify(&route(&m, p).unwrap_err()).1;
+        let code = |p: &str| code_for(Method::GET, p);
         assert_eq!(code("/v2/UPPER/tags/list"), "NAME_INVALID");
         assert_eq!(code("/v2/a/blobs/sha256:nothex"), "DIGEST_INVALID");
-        assert_eq!(code("/v2/a/manifests/-bad-tag"), "MANIFEST_INVALID");
+        assert_eq!(code("/v2/a/manifests/-bad-tag"), "MANIFEST_UNKNOWN");
+        assert_eq!(
+            code("/v2/a/manifests/sha256:totallywrong"),
+            "MANIFEST_UNKNOWN"
+        );
+        assert_eq!(
+            code_for(Method::PUT, "/v2/a/manifests/-bad-tag"),
+            "MANIFEST_INVALID"
+        );
+        assert_eq!(
+            code_for(Method::PUT, "/v2/a/manifests/sha256:x"),
+            "DIGEST_INVALID"
+        );
         assert_eq!(code("/v2/a/blobs/uploads/not-an-id"), "BLOB_UPLOAD_UNKNOWN");
         assert_eq!(code("/v2/a/unknown"), "NOT_FOUND");
         assert_eq!(code("/v3/"), "NOT_FOUND");
