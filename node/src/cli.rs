@@ -1,14 +1,20 @@
-//! The `stowage` command line: `serve` runs a node; later subcommands talk
-//! to a node's admin API. Flags override the config file, which overrides
-//! the defaults.
+//! The `stowage` command line: `serve` runs a node; `status` and `members`
+//! talk to the admin API of any node. Flags override the config file, which
+//! overrides the defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use stowage_storage::types::Zone;
 
+use crate::admin::{self, MembersRequest, Status};
+use crate::cluster::PeerSpec;
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
@@ -18,7 +24,8 @@ use crate::config::Config;
     about = "A self-hosted OCI container registry in one binary",
     long_about = "Stowage is a self-hosted OCI container registry that needs nothing but its own \
 binary. `stowage serve` with no flags runs a single-node registry on 127.0.0.1:5000 \
-with its data in ./stowage-data."
+with its data in ./stowage-data; with --cluster-listen and --peer it is one node of a \
+Raft cluster."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,12 +36,50 @@ pub struct Cli {
 pub enum Command {
     /// Run a registry node.
     Serve(ServeArgs),
+    /// Show a node's view of the cluster: role, leader, log position, members.
+    Status(NodeArg),
+    /// List, add or remove cluster members (through any node).
+    Members(MembersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// Base URL of any node's HTTP API.
+    #[arg(long, env = "STOWAGE_NODE", default_value = "http://127.0.0.1:5000")]
+    pub node: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    #[command(subcommand)]
+    pub action: Option<MembersAction>,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// Add a node: it joins as a learner and is promoted to voter once it
+    /// has caught up. Start it first with the same --peer list.
+    Add {
+        /// The new member, ID=ZONE@HOST:PORT (its cluster address).
+        member: PeerSpec,
+    },
+    /// Remove a node from the membership.
+    Remove {
+        /// The member's node id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
     /// TOML config file; every flag below has a key of the same name
-    /// (dashes become underscores), and flags win over the file.
+    /// (dashes become underscores; --peer is `peers`), and flags win over
+    /// the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address for the OCI HTTP API [default: 127.0.0.1:5000].
@@ -53,6 +98,14 @@ pub struct ServeArgs {
     /// This node's failure domain [default: default].
     #[arg(long, value_name = "ZONE")]
     pub zone: Option<Zone>,
+    /// Address for the cluster RPC (Raft, forwarding, chunk transfer);
+    /// needed when the node has peers.
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// Another initial member, ID=ZONE@HOST:PORT (its cluster address);
+    /// repeat for each. Every node lists all the others.
+    #[arg(long = "peer", value_name = "ID=ZONE@ADDR")]
+    pub peers: Vec<PeerSpec>,
     /// Largest chunk blobs are split into, in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub chunk_size_bytes: Option<usize>,
@@ -80,6 +133,12 @@ impl ServeArgs {
         if let Some(v) = &self.zone {
             c.zone = v.clone();
         }
+        if let Some(v) = self.cluster_listen {
+            c.cluster_listen = Some(v);
+        }
+        if !self.peers.is_empty() {
+            c.peers = self.peers.clone();
+        }
         if let Some(v) = self.chunk_size_bytes {
             c.chunk_size_bytes = v;
         }
@@ -92,6 +151,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(crate::server::run),
+        Command::Status(node) => admin_command(status(node)),
+        Command::Members(args) => admin_command(members(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,4 +161,81 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_command(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// One admin API call: JSON in (for POST), JSON out, OCI-style errors
+/// turned into a readable message.
+async fn call(
+    node: &str,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let url = format!("{}{path}", node.trim_end_matches('/'));
+    let req = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+        .with_context(|| format!("bad node URL {url}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        let msg = value["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("unknown error");
+        bail!("{url}: {status}: {msg}");
+    }
+    Ok(value)
+}
+
+async fn fetch_status(node: &str) -> anyhow::Result<Status> {
+    let v = call(node, http::Method::GET, "/_stowage/status", None).await?;
+    Ok(serde_json::from_value(v)?)
+}
+
+async fn status(node: NodeArg) -> anyhow::Result<()> {
+    let s = fetch_status(&node.node).await?;
+    if node.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", admin::render(&s));
+    }
+    Ok(())
+}
+
+async fn members(args: MembersArgs) -> anyhow::Result<()> {
+    let node = &args.node.node;
+    let req = match args.action {
+        None => {
+            let s = fetch_status(node).await?;
+            if args.node.json {
+                println!("{}", serde_json::to_string_pretty(&s.members)?);
+            } else {
+                print!("{}", admin::render(&s));
+            }
+            return Ok(());
+        }
+        Some(MembersAction::Add { member }) => MembersRequest::Add(member),
+        Some(MembersAction::Remove { id }) => MembersRequest::Remove(id),
+    };
+    let body = serde_json::to_vec(&req)?;
+    let v = call(node, http::Method::POST, "/_stowage/members", Some(body)).await?;
+    println!("{}", v["summary"].as_str().unwrap_or("done"));
+    Ok(())
 }

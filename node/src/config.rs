@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use stowage_storage::chunker::DEFAULT_CHUNK_SIZE_BYTES;
 use stowage_storage::types::{NodeId, Zone};
 
+use crate::cluster::PeerSpec;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -41,6 +43,31 @@ pub struct Config {
     /// Chunk writes in flight across all uploads (bounds upload memory to
     /// this many chunks).
     pub max_inflight_chunk_writes: usize,
+    /// Address the cluster RPC (Raft, forwarding, chunk transfer) listens
+    /// on. Unset: a single-node registry with no cluster port.
+    pub cluster_listen: Option<SocketAddr>,
+    /// Address peers use to reach this node's cluster RPC, if it differs
+    /// from `cluster_listen` (e.g. when listening on 0.0.0.0).
+    pub cluster_advertise: Option<String>,
+    /// Address peers use to reach this node's HTTP API (for forwarding
+    /// upload sessions), if it differs from `listen`.
+    pub http_advertise: Option<String>,
+    /// The other initial members, `ID=ZONE@HOST:PORT` (cluster address).
+    pub peers: Vec<PeerSpec>,
+    /// Copies kept of every chunk (at most the number of nodes).
+    pub replicas: usize,
+    /// Copies that must be fsynced before an upload is acknowledged.
+    pub write_quorum: usize,
+    /// How often the leader sends heartbeats.
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears nothing for this long (to twice this, at
+    /// random) starts an election.
+    pub raft_election_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up from the log instead of a whole snapshot.
+    pub snapshot_logs_to_keep: u64,
 }
 
 impl Default for Config {
@@ -59,6 +86,16 @@ impl Default for Config {
             sweep_interval_secs: 3600,
             shutdown_grace_secs: 30,
             max_inflight_chunk_writes: 8,
+            cluster_listen: None,
+            cluster_advertise: None,
+            http_advertise: None,
+            peers: Vec::new(),
+            replicas: 3,
+            write_quorum: 2,
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 800,
+            snapshot_every_entries: 10_000,
+            snapshot_logs_to_keep: 1_000,
         }
     }
 }
@@ -111,7 +148,65 @@ impl Config {
         if self.sweep_interval_secs == 0 {
             return invalid("sweep_interval_secs", "must be positive");
         }
+        if !self.peers.is_empty() && self.cluster_listen.is_none() {
+            return invalid(
+                "cluster_listen",
+                "a node with peers needs a cluster address",
+            );
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id.0).collect();
+        ids.push(self.node_id);
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return invalid(
+                "peers",
+                "node ids must be distinct, and differ from node_id",
+            );
+        }
+        if self.replicas == 0 || self.write_quorum == 0 || self.write_quorum > self.replicas {
+            return invalid("write_quorum", "must be between 1 and replicas");
+        }
+        if self.raft_heartbeat_ms == 0
+            || self.raft_election_timeout_ms <= 2 * self.raft_heartbeat_ms
+        {
+            return invalid(
+                "raft_election_timeout_ms",
+                "must be more than twice raft_heartbeat_ms",
+            );
+        }
+        if self.snapshot_every_entries == 0 {
+            return invalid("snapshot_every_entries", "must be positive");
+        }
         Ok(())
+    }
+
+    /// Where peers reach this node's cluster RPC ("" for a single node).
+    pub fn cluster_addr(&self) -> String {
+        match (&self.cluster_advertise, self.cluster_listen) {
+            (Some(a), _) => a.clone(),
+            (None, Some(l)) => l.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Where peers reach this node's HTTP API.
+    pub fn http_addr(&self, bound: SocketAddr) -> String {
+        self.http_advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string())
+    }
+
+    /// This node and its peers, as the initial membership lists them.
+    pub fn initial_members(&self) -> Vec<PeerSpec> {
+        let mut all = self.peers.clone();
+        all.push(PeerSpec {
+            id: self.node_id(),
+            info: crate::raft::NodeInfo {
+                zone: self.zone.clone(),
+                rpc_addr: self.cluster_addr(),
+            },
+        });
+        all
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -138,6 +233,29 @@ mod tests {
         assert_eq!(c.zone.as_str(), "eu-1");
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("zone = \"bad zone\"").is_err());
+        let c: Config = toml::from_str(
+            "cluster_listen = \"127.0.0.1:7001\"\npeers = [\"2=b@127.0.0.1:7002\", \"3=c@127.0.0.1:7003\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.initial_members().len(), 3);
+        assert!(toml::from_str::<Config>("peers = [\"nonsense\"]").is_err());
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let p = |s: &str| s.parse::<PeerSpec>().unwrap();
+        let no_listen = Config {
+            peers: vec![p("2=b@h:1")],
+            ..Config::default()
+        };
+        assert!(no_listen.validate().is_err());
+        let dup = Config {
+            cluster_listen: Some("127.0.0.1:7001".parse().unwrap()),
+            peers: vec![p("1=b@h:1")],
+            ..Config::default()
+        };
+        assert!(dup.validate().unwrap_err().to_string().contains("peers"));
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub enum Error {
     #[error("the registry is not ready: {0}")]
     Unavailable(String),
 
+    #[error("membership change refused: {0}")]
+    MembershipChange(String),
+
+    #[error("invalid admin request: {0}")]
+    AdminRequest(String),
+
     #[error("storage: {0}")]
     Storage(#[from] stowage_storage::Error),
 

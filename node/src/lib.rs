@@ -1,18 +1,24 @@
 //! A Stowage node: the OCI Distribution API over HTTP, the consensus layer
 //! that orders metadata writes, and the `stowage` command line.
 //!
-//! Layout: `http/` (hyper server, router, handlers, OCI error mapping),
-//! `registry/` (the service the handlers call: blobs, uploads, manifests),
-//! `manifest.rs` (manifest parsing and media types), `consensus.rs` (log
-//! append → apply → acknowledge), `config.rs`, `cli.rs`, `server.rs`
-//! (start-up and shutdown), `error.rs` (the crate's one error type).
+//! Layout: `http/` (hyper server, router, handlers, OCI error mapping,
+//! upload-session forwarding), `registry/` (the service the handlers call:
+//! blobs, uploads, manifests, chunk replication), `manifest.rs` (manifest
+//! parsing and media types), `consensus.rs` (writes through Raft, read
+//! barriers), `raft/` (openraft type config, log store, state machine,
+//! network), `cluster/` (peers, RPC services, bootstrap), `placement.rs`
+//! (where chunk copies go), `admin.rs` (status and membership), `config.rs`,
+//! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`.
 
+pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod error;
 pub mod http;
 pub mod manifest;
 pub mod placement;
+pub mod raft;
 pub mod registry;
 pub mod server;

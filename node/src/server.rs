@@ -1,17 +1,32 @@
-//! Starting and stopping a node: open storage, replay the log, start the
-//! background sweeper, serve HTTP until SIGTERM or Ctrl-C, then drain
-//! requests and make the metadata durable before exiting.
+//! Starting and stopping a node: open storage, start Raft and the cluster
+//! RPC, bootstrap or rejoin the cluster in the background, serve HTTP until
+//! SIGTERM or Ctrl-C (or a start-up error the operator must fix), then
+//! drain requests, stop Raft and make the metadata durable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use stowage_storage::meta::Command;
 use stowage_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
+use crate::cluster::bootstrap::{self, Plan};
+use crate::cluster::peers::Peers;
+use crate::cluster::service::{self, NodeCtx};
+use crate::cluster::{peers_digest, PeerSpec};
 use crate::config::Config;
-use crate::consensus::{self, Consensus};
-use crate::registry::{Registry, Settings};
+use crate::consensus::Consensus;
+use crate::placement::{self, Member};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{NodeInfo, Raft};
+use crate::registry::{Registry, Replication, Settings};
+
+/// How often each node greets the others (liveness, HTTP addresses).
+const HELLO_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log_level);
@@ -32,6 +47,23 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: "stowage".into(),
+        heartbeat_interval: config.raft_heartbeat_ms,
+        election_timeout_min: config.raft_election_timeout_ms,
+        election_timeout_max: config.raft_election_timeout_ms * 2,
+        // Snapshots stream over their own RPC with no overall deadline.
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: config.snapshot_logs_to_keep,
+        // Entries may carry manifests of megabytes; keep batches modest.
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    Ok(c.validate()?)
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store_config = StoreConfig {
         data_dir: config.data_dir.clone(),
@@ -41,42 +73,181 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let store = Arc::new(store);
-    let consensus = Consensus::start(store.clone()).context("replaying the log")?;
-    let settings = Settings {
-        node_id: config.node_id(),
-        chunk_size_bytes: config.chunk_size_bytes,
-        max_manifest_bytes: config.max_manifest_bytes,
-        upload_expiry: Duration::from_secs(config.upload_expiry_secs),
-        gc_grace: config.gc_grace(),
-        max_inflight_chunk_writes: config.max_inflight_chunk_writes,
-    };
-    let registry = Registry::new(settings, store.clone(), consensus);
-    tokio::spawn(sweep_loop(
-        registry.clone(),
-        Duration::from_secs(config.sweep_interval_secs),
-    ));
+    let id = config.node_id();
+    let peers = Arc::new(Peers::default());
+
+    let members = config.initial_members();
+    if let Some(w) = placement::zone_warning(
+        &members
+            .iter()
+            .map(|p| Member {
+                id: p.id,
+                zone: p.info.zone.clone(),
+            })
+            .collect::<Vec<_>>(),
+    ) {
+        tracing::warn!("{w}");
+    }
+
+    let state_machine =
+        StateMachineStore::open(store.clone()).context("opening the state machine")?;
+    let snapshot_dir = state_machine.snapshot_dir().to_owned();
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config(&config)?),
+        Network {
+            peers: peers.clone(),
+        },
+        LogStore::new(store.clone()),
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
+    let consensus = Consensus::new(raft.clone(), id, peers.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), zone = %config.zone, "stowage is serving");
+    let http_addr = config.http_addr(addr);
+
+    let (stop_cluster, cluster_stopped) = oneshot::channel::<()>();
+    if let Some(cluster_listen) = config.cluster_listen {
+        let ctx = NodeCtx {
+            id,
+            zone: config.zone.clone(),
+            http_addr: http_addr.clone(),
+            peers_digest: peers_digest(&members),
+        };
+        let rpc = TcpListener::bind(cluster_listen)
+            .await
+            .with_context(|| format!("listening for the cluster on {cluster_listen}"))?;
+        let router = service::router(raft.clone(), store.clone(), ctx, snapshot_dir);
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc);
+            let stopped = async {
+                let _ = cluster_stopped.await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+                tracing::error!(error = %e, "the cluster RPC server failed");
+            }
+        });
+    }
+
+    let (fatal_tx, fatal_rx) = oneshot::channel::<anyhow::Error>();
+    let plan = Plan {
+        id,
+        me: NodeInfo {
+            zone: config.zone.clone(),
+            rpc_addr: config.cluster_addr(),
+        },
+        peers: config.peers.clone(),
+        peers_digest: peers_digest(&members),
+    };
+    {
+        let (raft, store, peers) = (raft.clone(), store.clone(), peers.clone());
+        tokio::spawn(async move {
+            if let Err(e) = bootstrap::run(&raft, &store, &peers, &plan).await {
+                let _ = fatal_tx.send(e.into());
+            }
+        });
+    }
+    tokio::spawn(name_the_cluster(consensus.clone(), store.clone()));
+    tokio::spawn(greet_members(consensus.clone(), peers.clone()));
+
+    let settings = Settings {
+        node_id: id,
+        zone: config.zone.clone(),
+        http_addr,
+        chunk_size_bytes: config.chunk_size_bytes,
+        max_manifest_bytes: config.max_manifest_bytes,
+        upload_expiry: Duration::from_secs(config.upload_expiry_secs),
+        gc_grace: config.gc_grace(),
+        max_inflight_chunk_writes: config.max_inflight_chunk_writes,
+        replication: Replication {
+            replicas: config.replicas,
+            write_quorum: config.write_quorum,
+        },
+    };
+    let registry = Registry::new(settings, store.clone(), consensus, peers);
+    tokio::spawn(sweep_loop(
+        registry.clone(),
+        Duration::from_secs(config.sweep_interval_secs),
+    ));
+
+    tracing::info!(%addr, node = %id, zone = %config.zone, data_dir = %config.data_dir.display(), "stowage is serving");
     // One line on stdout for scripts and tests that started us on port 0.
     println!("listening on {addr}");
 
+    let mut fatal: Option<anyhow::Error> = None;
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            Ok(e) = fatal_rx => fatal = Some(e),
+        }
+    };
     crate::http::serve(
         listener,
         registry,
-        shutdown_signal(),
+        stop,
         Duration::from_secs(config.shutdown_grace_secs),
     )
     .await;
 
-    tokio::task::spawn_blocking(move || consensus::compact(&store))
+    let _ = stop_cluster.send(());
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not stop cleanly");
+    }
+    tokio::task::spawn_blocking(move || store.sync_meta())
         .await?
         .context("flushing metadata on shutdown")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    match fatal {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// The first leader gives the cluster its id, which every replica then
+/// keeps; a node started on another cluster's data can then tell.
+async fn name_the_cluster(consensus: Arc<Consensus>, store: Arc<Store>) {
+    loop {
+        match store.meta.cluster_id() {
+            Ok(Some(_)) => return,
+            Ok(None) if consensus.raft().is_leader() => {
+                let id = uuid::Uuid::new_v4().to_string();
+                match consensus.propose(Command::SetClusterId { id }).await {
+                    Ok(_) => continue,
+                    Err(e) => tracing::debug!(error = %e, "naming the cluster failed; retrying"),
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Greets every member periodically: records when each was last heard from
+/// and where its HTTP API is.
+async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>) {
+    loop {
+        let me = consensus.id();
+        let members = consensus.members();
+        let greetings = members
+            .into_iter()
+            .filter(|(id, info)| *id != me && !info.rpc_addr.is_empty())
+            .map(|(id, info)| {
+                let peers = peers.clone();
+                async move {
+                    let spec = PeerSpec { id, info };
+                    bootstrap::hello(&peers, me, &spec).await;
+                }
+            });
+        futures_util::future::join_all(greetings).await;
+        tokio::time::sleep(HELLO_EVERY).await;
+    }
 }
 
 async fn sweep_loop(registry: Arc<Registry>, every: Duration) {

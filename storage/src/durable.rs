@@ -33,6 +33,11 @@ impl TempFile {
         })
     }
 
+    /// The open file, for callers that stream into it.
+    pub fn as_file_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         self.file
             .write_all(data)

@@ -6,8 +6,9 @@
 //! On disk, `log/<first index, 20 digits>.seg` files hold records
 //! `[len u32][crc32 u32][index u64][payload]`; small state files (the Raft
 //! vote, the purge point) sit beside them and are replaced atomically.
-//! One writer thread owns every mutation, so appends, truncations and purges
-//! take effect in the order they were submitted.
+//! An append is written (and readable) before `append` returns; a writer
+//! thread then fsyncs everything queued at once and reports durability
+//! through the caller's callback. Truncation and purge are synchronous.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -28,13 +29,8 @@ const PURGED_STATE: &str = "purged";
 
 pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
 
-enum Op {
-    Append(Vec<(u64, Vec<u8>)>),
-    /// Remove entries with index >= the given one.
-    Truncate(u64),
-    /// Forget entries with index <= the given one.
-    Purge(u64),
-}
+/// A sync request for the writer thread: the files written and who to tell.
+type SyncJob = (Vec<Arc<File>>, Done);
 
 #[derive(Clone, Copy)]
 struct Loc {
@@ -70,7 +66,7 @@ impl Inner {
 pub struct LogStore {
     dir: PathBuf,
     inner: Mutex<Inner>,
-    tx: Mutex<mpsc::Sender<(Op, Done)>>,
+    tx: Mutex<mpsc::Sender<SyncJob>>,
 }
 
 impl LogStore {
@@ -84,7 +80,7 @@ impl LogStore {
             .and_then(|b| b.try_into().ok())
             .map(u64::from_be_bytes);
         let inner = recover(&dir, purged)?;
-        let (tx, rx) = mpsc::channel::<(Op, Done)>();
+        let (tx, rx) = mpsc::channel::<SyncJob>();
         let log = Arc::new(LogStore {
             dir,
             inner: Mutex::new(inner),
@@ -106,13 +102,6 @@ impl LogStore {
     pub fn bounds(&self) -> Option<(u64, u64)> {
         let inner = self.lock();
         inner.last().map(|l| (inner.first, l))
-    }
-
-    /// Index after which new entries go: the last entry, or the purge point
-    /// of an empty log.
-    pub fn last_index(&self) -> u64 {
-        let inner = self.lock();
-        inner.last().unwrap_or(inner.first.saturating_sub(1))
     }
 
     pub fn read(&self, index: u64) -> Result<Vec<u8>> {
@@ -143,48 +132,38 @@ impl LogStore {
             .collect()
     }
 
-    fn submit(&self, op: Op, done: Done) {
+    /// Writes entries (readable once this returns) and queues their fsync;
+    /// `done` runs once they are durable. Indexes must continue the log, or
+    /// start anywhere on an empty log.
+    pub fn append(&self, entries: Vec<(u64, Vec<u8>)>, done: Done) -> Result<()> {
+        let files = self.do_append(entries)?;
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError((_, done))) = tx.send((op, done)) {
+        if let Err(mpsc::SendError((_, done))) = tx.send((files, done)) {
             done(Err(Error::LogClosed));
         }
+        Ok(())
     }
 
-    /// Queues entries for appending; `done` runs once they are fsynced.
-    /// Indexes must continue the log (or start anywhere on an empty log).
-    pub fn append(&self, entries: Vec<(u64, Vec<u8>)>, done: Done) {
-        self.submit(Op::Append(entries), done);
-    }
-
-    /// Removes entries with index >= `index`, after earlier submissions.
-    pub fn truncate(&self, index: u64, done: Done) {
-        self.submit(Op::Truncate(index), done);
-    }
-
-    /// Forgets entries with index <= `index`, after earlier submissions.
-    pub fn purge(&self, index: u64, done: Done) {
-        self.submit(Op::Purge(index), done);
-    }
-
-    /// Blocking forms of the three, for callers without a runtime.
+    /// Appends and waits until the entries are durable.
     pub fn append_wait(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()> {
-        self.wait(|d| self.append(entries, d))
-    }
-
-    pub fn truncate_wait(&self, index: u64) -> Result<()> {
-        self.wait(|d| self.truncate(index, d))
-    }
-
-    pub fn purge_wait(&self, index: u64) -> Result<()> {
-        self.wait(|d| self.purge(index, d))
-    }
-
-    fn wait(&self, f: impl FnOnce(Done)) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        f(Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.append(
+            entries,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
         rx.recv().unwrap_or(Err(Error::LogClosed))
+    }
+
+    /// Removes entries with index >= `index`, durably.
+    pub fn truncate(&self, index: u64) -> Result<()> {
+        self.do_truncate(index)
+    }
+
+    /// Forgets entries with index <= `index`, durably.
+    pub fn purge(&self, index: u64) -> Result<()> {
+        self.do_purge(index)
     }
 
     /// Durably replaces a small state file kept beside the log.
@@ -204,8 +183,6 @@ impl LogStore {
             Err(e) => Err(Error::io("read", path)(e)),
         }
     }
-
-    // ---- writer side: only the writer thread calls these ----
 
     fn do_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<Vec<Arc<File>>> {
         let mut inner = self.lock();
@@ -344,47 +321,35 @@ impl LogStore {
     }
 }
 
-fn writer_loop(log: std::sync::Weak<LogStore>, rx: mpsc::Receiver<(Op, Done)>) {
+fn writer_loop(log: std::sync::Weak<LogStore>, rx: mpsc::Receiver<SyncJob>) {
     while let Ok(first) = rx.recv() {
         let Some(log) = log.upgrade() else {
             first.1(Err(Error::LogClosed));
             return;
         };
-        // Group commit: take everything queued, write it, fsync once.
+        // Group commit: everything queued meanwhile shares one fsync.
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut results: Vec<(Result<()>, Done)> = Vec::with_capacity(batch.len());
         let mut to_sync: Vec<Arc<File>> = Vec::new();
-        for (op, done) in batch {
-            let r = match op {
-                Op::Append(entries) => log.do_append(entries).map(|files| {
-                    for f in files {
-                        if !to_sync.iter().any(|g| Arc::ptr_eq(g, &f)) {
-                            to_sync.push(f);
-                        }
-                    }
-                }),
-                Op::Truncate(i) => log.do_truncate(i),
-                Op::Purge(i) => log.do_purge(i),
-            };
-            results.push((r, done));
+        for (files, _) in &batch {
+            for f in files {
+                if !to_sync.iter().any(|g| Arc::ptr_eq(g, f)) {
+                    to_sync.push(f.clone());
+                }
+            }
         }
-        let synced = to_sync
-            .iter()
-            .try_for_each(|f| f.sync_data())
-            .map_err(|e| e.to_string());
-        for (r, done) in results {
-            let r = match (&r, &synced) {
-                (Ok(()), Err(msg)) => Err(Error::Io {
+        let synced = to_sync.iter().try_for_each(|f| f.sync_data());
+        for (_, done) in batch {
+            done(match &synced {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Io {
                     op: "fsync",
                     path: log.dir.clone(),
-                    source: std::io::Error::other(msg.clone()),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
                 }),
-                _ => r,
-            };
-            done(r);
+            });
         }
     }
 }
@@ -436,7 +401,7 @@ fn recover(dir: &Path, purged: Option<u64>) -> Result<Inner> {
     let mut inner = Inner {
         segments: BTreeMap::new(),
         locs: VecDeque::new(),
-        first: purged.map_or(1, |p| p + 1),
+        first: purged.map_or(0, |p| p + 1),
     };
     let mut next: Option<u64> = None;
     let count = firsts.len();
@@ -558,18 +523,17 @@ mod tests {
         {
             let log = LogStore::open(dir.path()).unwrap();
             log.append_wait(entries(1..11)).unwrap();
-            log.truncate_wait(8).unwrap();
+            log.truncate(8).unwrap();
             log.append_wait(vec![(8, b"new-8".to_vec())]).unwrap();
-            log.purge_wait(3).unwrap();
+            log.purge(3).unwrap();
             assert_eq!(log.bounds(), Some((4, 8)));
         }
         let log = LogStore::open(dir.path()).unwrap();
         assert_eq!(log.bounds(), Some((4, 8)));
         assert_eq!(log.read(8).unwrap(), b"new-8");
         assert!(log.read(3).is_err());
-        log.purge_wait(8).unwrap();
+        log.purge(8).unwrap();
         assert_eq!(log.bounds(), None);
-        assert_eq!(log.last_index(), 8);
         log.append_wait(entries(9..10)).unwrap();
         assert_eq!(log.bounds(), Some((9, 9)));
     }
@@ -578,7 +542,7 @@ mod tests {
     fn empty_log_accepts_any_start_after_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(dir.path()).unwrap();
-        log.purge_wait(100).unwrap();
+        log.purge(100).unwrap();
         log.append_wait(entries(101..103)).unwrap();
         assert_eq!(log.bounds(), Some((101, 102)));
     }
@@ -606,12 +570,24 @@ mod tests {
         {
             let log = LogStore::open(dir.path()).unwrap();
             log.append_wait(entries(1..9)).unwrap();
-            log.purge_wait(100).unwrap();
+            log.purge(100).unwrap();
             log.append_wait(entries(101..104)).unwrap();
         }
         let log = LogStore::open(dir.path()).unwrap();
         assert_eq!(log.bounds(), Some((101, 103)));
         assert_eq!(log.read(103).unwrap(), b"entry-103");
+    }
+
+    #[test]
+    fn entry_zero_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = LogStore::open(dir.path()).unwrap();
+            log.append_wait(entries(0..3)).unwrap();
+        }
+        let log = LogStore::open(dir.path()).unwrap();
+        assert_eq!(log.bounds(), Some((0, 2)));
+        assert_eq!(log.read(0).unwrap(), b"entry-0");
     }
 
     #[test]
@@ -643,7 +619,8 @@ mod tests {
                             log.append(
                                 vec![(*n, n.to_le_bytes().to_vec())],
                                 Box::new(move |r| tx.send(r).unwrap()),
-                            );
+                            )
+                            .unwrap();
                             *n += 1;
                         }
                         rx.recv().unwrap().unwrap();

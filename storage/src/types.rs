@@ -494,6 +494,12 @@ impl fmt::Debug for NodeId {
     }
 }
 
+impl From<u64> for NodeId {
+    fn from(n: u64) -> Self {
+        NodeId(n)
+    }
+}
+
 impl FromStr for NodeId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

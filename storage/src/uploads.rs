@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::meta::ChunkRef;
-use crate::types::{RepoName, UploadId};
+use crate::types::{NodeId, RepoName, UploadId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSession {
@@ -21,6 +21,8 @@ pub struct UploadSession {
     pub hasher: Vec<u8>,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// Nodes holding every chunk so far; `None` before the first chunk.
+    pub holders: Option<Vec<NodeId>>,
 }
 
 pub struct UploadStore {
@@ -103,7 +105,7 @@ impl UploadStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ChunkId, DigestAlgorithm, NodeId};
+    use crate::types::{ChunkId, DigestAlgorithm};
 
     #[test]
     fn sessions_persist_and_expire() {
@@ -121,6 +123,7 @@ mod tests {
             hasher: DigestAlgorithm::Sha256.hasher().to_state(),
             started_ms: 10,
             updated_ms: 20,
+            holders: None,
         };
         store.put(&id, &s).unwrap();
         assert_eq!(store.get(&id).unwrap(), Some(s));

@@ -31,6 +31,8 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
+        AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
 }

@@ -20,6 +20,9 @@ use crate::registry::{ChunkBounds, Registry};
 /// asking for more gets this many and a `Link` to the rest.
 const MAX_PAGE_ENTRIES: usize = 10_000;
 
+/// Admin requests are small JSON documents.
+const ADMIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
+
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
 
@@ -74,11 +77,29 @@ pub async fn dispatch(
             body::full("ok\n"),
         ),
         Endpoint::Ready if read => {
-            if reg.is_ready() {
-                finish(builder(StatusCode::OK), body::full("ready\n"))
-            } else {
-                Err(Error::Unavailable("writes are refused; see the log".into()))
-            }
+            reg.readiness().await?;
+            finish(builder(StatusCode::OK), body::full("ready\n"))
+        }
+        Endpoint::Status if read => {
+            let status = crate::admin::status(reg)?;
+            let value =
+                serde_json::to_value(&status).map_err(|e| Error::Unavailable(e.to_string()))?;
+            json_response(
+                builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
+                &value,
+                head,
+            )
+        }
+        Endpoint::Members if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::MembersRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let summary = reg.consensus().change_members(req.try_into()?).await?;
+            json_response(
+                builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
+                &json!({ "summary": summary }),
+                false,
+            )
         }
         Endpoint::Catalog if read => catalog(reg, query, head).await,
         Endpoint::Blob { repo, digest } if read => {
@@ -394,7 +415,7 @@ async fn put_manifest(
 /// error answer instead of a reset.
 const DRAIN_LIMIT_BYTES: u64 = 16 << 20;
 
-/// Reads a body of at most `limit` bytes.
+/// Reads a body of at most `limit` bytes (manifests, admin requests).
 async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes> {
     let mut buf = bytes::BytesMut::new();
     let mut drained = 0u64;

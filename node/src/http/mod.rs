@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error;
 mod handlers;
+mod proxy;
 pub mod router;
 
 use std::convert::Infallible;
@@ -25,7 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use self::body::Body;
-use self::router::Query;
+use self::router::{Endpoint, Query};
 use crate::registry::Registry;
 
 /// A client gets this long to send its request headers, so idle or
@@ -33,11 +34,17 @@ use crate::registry::Registry;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn handle(reg: Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let head = parts.method == Method::HEAD;
-    let query = Query::parse(parts.uri.query());
-    let result = match router::route(&parts.method, parts.uri.path()) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let head = method == Method::HEAD;
+    let result = match router::route(&method, &path) {
+        // An upload session lives on the node that opened it.
+        Ok(Endpoint::Upload { id, .. }) if id.owner() != reg.settings.node_id => {
+            proxy::forward(&reg, id.owner(), req).await
+        }
         Ok(endpoint) => {
+            let (parts, body) = req.into_parts();
+            let query = Query::parse(parts.uri.query());
             handlers::dispatch(&reg, &parts.method, endpoint, &query, &parts.headers, body).await
         }
         Err(e) => Err(e),
@@ -46,7 +53,7 @@ pub async fn handle(reg: Arc<Registry>, req: Request<Incoming>) -> Response<Body
         Ok(r) => r,
         Err(e) => error::response(&e, head),
     };
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = resp.status().as_u16(), "request");
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),

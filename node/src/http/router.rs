@@ -34,6 +34,10 @@ pub enum Endpoint {
     Health,
     /// `/readyz`: the node can serve.
     Ready,
+    /// `/_stowage/status`: the admin status report.
+    Status,
+    /// `/_stowage/members`: membership changes.
+    Members,
 }
 
 impl Endpoint {
@@ -45,7 +49,9 @@ impl Endpoint {
             | Endpoint::Tags { .. }
             | Endpoint::Referrers { .. }
             | Endpoint::Health
-            | Endpoint::Ready => "GET, HEAD",
+            | Endpoint::Ready
+            | Endpoint::Status => "GET, HEAD",
+            Endpoint::Members => "POST",
             Endpoint::Blob { .. } => "GET, HEAD, DELETE",
             Endpoint::StartUpload { .. } => "POST",
             Endpoint::Upload { .. } => "GET, PATCH, PUT, DELETE",
@@ -58,6 +64,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
     match path {
         "/healthz" => return Ok(Endpoint::Health),
         "/readyz" => return Ok(Endpoint::Ready),
+        "/_stowage/status" => return Ok(Endpoint::Status),
+        "/_stowage/members" => return Ok(Endpoint::Members),
         "/v2" | "/v2/" => return Ok(Endpoint::ApiVersion),
         "/v2/_catalog" => return Ok(Endpoint::Catalog),
         _ => {}
@@ -169,6 +177,8 @@ mod tests {
             ("/v2/_catalog".into(), Endpoint::Catalog),
             ("/healthz".into(), Endpoint::Health),
             ("/readyz".into(), Endpoint::Ready),
+            ("/_stowage/status".into(), Endpoint::Status),
+            ("/_stowage/members".into(), Endpoint::Members),
             (
                 format!("/v2/a/b/c/blobs/{D}"),
                 Endpoint::Blob {

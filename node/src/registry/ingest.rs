@@ -2,7 +2,7 @@
 //! (network → hashing thread → parallel durable chunk writes), so memory
 //! stays flat whatever the blob size and hashing overlaps with fsync.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,9 +10,10 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use stowage_storage::chunker::Chunker;
 use stowage_storage::meta::ChunkRef;
+use stowage_storage::types::NodeId;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::chunks::{ChunkIo, Pins};
+use super::chunks::{ChunkIo, Pins, Written};
 use crate::error::{Error, Result};
 
 /// Bodies that end within this many bytes are hashed and written in one
@@ -36,6 +37,16 @@ pub struct Ingested {
     pub chunks: Vec<ChunkRef>,
     /// Hold until the chunks are referenced by something durable.
     pub pins: Pins,
+    /// Nodes that hold every one of these chunks.
+    pub holders: BTreeSet<NodeId>,
+}
+
+/// Nodes in both sets; `None` stands for "no chunk yet", the identity.
+fn intersect(acc: Option<BTreeSet<NodeId>>, next: &BTreeSet<NodeId>) -> Option<BTreeSet<NodeId>> {
+    Some(match acc {
+        None => next.clone(),
+        Some(a) => a.intersection(next).copied().collect(),
+    })
 }
 
 impl Ingest {
@@ -79,24 +90,37 @@ impl Ingest {
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::Unavailable("shutting down".into()))?;
-            return tokio::task::spawn_blocking(move || {
+            let io = chunks.clone();
+            let (chunker, written, pins) = tokio::task::spawn_blocking(move || {
                 let mut sealed = Vec::new();
                 for piece in &head {
                     chunker.push(piece, &mut sealed);
                 }
                 sealed.extend(chunker.flush());
-                let mut pins = Pins::new(&chunks);
-                let refs = sealed
-                    .iter()
-                    .map(|c| chunks.put_local(c, &mut pins))
+                let mut pins = Pins::new(&io);
+                let written = sealed
+                    .into_iter()
+                    .map(|c| io.put_local(&c, &mut pins).map(|r| (r, c)))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Ingested {
-                    chunker,
-                    chunks: refs,
-                    pins,
-                })
+                Ok::<_, Error>((chunker, written, pins))
             })
+            .await??;
+            let replicated = futures_util::future::try_join_all(
+                written
+                    .iter()
+                    .map(|(r, data)| chunks.replicate(r.id, data.clone())),
+            )
             .await?;
+            let holders = replicated
+                .iter()
+                .fold(None, intersect)
+                .unwrap_or_else(|| BTreeSet::from([chunks.me()]));
+            return Ok(Ingested {
+                chunker,
+                chunks: written.into_iter().map(|(r, _)| r).collect(),
+                pins,
+                holders,
+            });
         }
 
         let (frame_tx, mut frame_rx) = mpsc::channel::<Bytes>(FRAME_QUEUE);
@@ -134,12 +158,19 @@ impl Ingest {
             }
             let mut out = Vec::with_capacity(writes.len());
             let mut pins = Pins::new(&chunk_io);
+            let mut holders: Option<BTreeSet<NodeId>> = None;
             for w in writes {
-                let (r, p) = w.await??;
-                out.push(r);
+                let Written {
+                    chunk,
+                    pins: p,
+                    holders: h,
+                } = w.await??;
+                out.push(chunk);
                 pins.absorb(p);
+                holders = intersect(holders, &h);
             }
-            Ok::<_, Error>((out, pins))
+            let holders = holders.unwrap_or_else(|| BTreeSet::from([chunk_io.me()]));
+            Ok::<_, Error>((out, pins, holders))
         });
 
         let fed: Result<()> = async {
@@ -158,11 +189,12 @@ impl Ingest {
         let chunker = hasher.await?;
         let written = writer.await?;
         fed?;
-        let (chunks, pins) = written?;
+        let (chunks, pins, holders) = written?;
         Ok(Ingested {
             chunker,
             chunks,
             pins,
+            holders,
         })
     }
 }

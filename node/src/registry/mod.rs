@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stowage_storage::meta::{BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection};
-use stowage_storage::types::{Digest, NodeId, Reference, RepoName, Tag};
+use stowage_storage::types::{Digest, NodeId, Reference, RepoName, Tag, Zone};
 use stowage_storage::Store;
 use tokio::sync::Semaphore;
 
-pub use self::chunks::ChunkIo;
+pub use self::chunks::{ChunkIo, Replication};
 use self::ingest::Ingest;
 pub use self::uploads::ChunkBounds;
+use crate::cluster::peers::Peers;
 use crate::consensus::Consensus;
 use crate::error::{Error, Result};
 use crate::manifest::{self, media};
@@ -31,6 +32,9 @@ use crate::manifest::{self, media};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node_id: NodeId,
+    pub zone: Zone,
+    /// Where this node's HTTP API is reachable by its peers.
+    pub http_addr: String,
     pub chunk_size_bytes: usize,
     pub max_manifest_bytes: usize,
     /// Upload sessions idle for longer than this are cancelled.
@@ -39,6 +43,7 @@ pub struct Settings {
     /// progress reference chunks no blob record names yet).
     pub gc_grace: Duration,
     pub max_inflight_chunk_writes: usize,
+    pub replication: Replication,
 }
 
 pub struct Registry {
@@ -50,6 +55,7 @@ pub struct Registry {
     /// One lock per active upload session: two requests on one session
     /// would otherwise interleave their bytes.
     session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    peers: Arc<Peers>,
 }
 
 /// Where a manifest lookup landed.
@@ -72,8 +78,18 @@ pub struct Referrers {
 }
 
 impl Registry {
-    pub fn new(settings: Settings, store: Arc<Store>, consensus: Arc<Consensus>) -> Arc<Self> {
-        let chunks = Arc::new(ChunkIo::new(store.clone()));
+    pub fn new(
+        settings: Settings,
+        store: Arc<Store>,
+        consensus: Arc<Consensus>,
+        peers: Arc<Peers>,
+    ) -> Arc<Self> {
+        let chunks = Arc::new(ChunkIo::new(
+            store.clone(),
+            consensus.clone(),
+            peers.clone(),
+            settings.replication,
+        ));
         let ingest = Ingest {
             chunks: chunks.clone(),
             write_permits: Arc::new(Semaphore::new(settings.max_inflight_chunk_writes.max(1))),
@@ -85,11 +101,37 @@ impl Registry {
             chunks,
             ingest,
             session_locks: Mutex::new(HashMap::new()),
+            peers,
         })
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.consensus.is_ready()
+    /// Ready when a leader is known and this node has caught up with it.
+    pub async fn readiness(&self) -> Result<()> {
+        self.consensus.readiness().await
+    }
+
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        Ok(self.store.meta.cluster_id()?)
+    }
+
+    /// The HTTP address of `node`, learned by greeting it if need be.
+    pub async fn http_addr_of(&self, node: NodeId) -> Option<String> {
+        if let Some(a) = self.peers.state(node).http_addr {
+            return Some(a);
+        }
+        let info = self.consensus.members().remove(&node)?;
+        let spec = crate::cluster::PeerSpec { id: node, info };
+        crate::cluster::bootstrap::hello(&self.peers, self.settings.node_id, &spec)
+            .await
+            .map(|h| h.http_addr)
+    }
+
+    pub fn consensus(&self) -> &Arc<Consensus> {
+        &self.consensus
+    }
+
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     async fn propose(&self, cmd: Command) -> Result<Outcome> {
@@ -120,7 +162,8 @@ impl Registry {
         start: u64,
         end: u64,
     ) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
-        self.chunks.stream(record.chunks.clone(), start, end)
+        self.chunks
+            .stream(record.chunks.clone(), record.holders.clone(), start, end)
     }
 
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::body::Body;
 use stowage_storage::chunker::Chunker;
 use stowage_storage::meta::{ChunkRef, Command, Outcome};
-use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, RepoName, UploadId};
+use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, NodeId, RepoName, UploadId};
 use stowage_storage::uploads::UploadSession;
 
 use super::{now_ms, Registry};
@@ -51,6 +51,7 @@ impl Registry {
             hasher: DigestAlgorithm::Sha256.hasher().to_state(),
             started_ms: now,
             updated_ms: now,
+            holders: None,
         };
         self.store.uploads.put(&id, &session)?;
         Ok(id)
@@ -103,9 +104,16 @@ impl Registry {
         let chunker = Chunker::resume(hasher, session.size, self.settings.chunk_size_bytes);
         let got = self.ingest.body(chunker, body, bounds.len).await?;
         session.size = got.chunker.size_bytes();
+        let wrote_chunks = !got.chunks.is_empty();
         session.chunks.extend(got.chunks);
         session.hasher = got.chunker.into_hasher().to_state();
         session.updated_ms = now_ms();
+        if wrote_chunks {
+            session.holders = Some(match session.holders.take() {
+                None => got.holders.iter().copied().collect(),
+                Some(h) => h.into_iter().filter(|n| got.holders.contains(n)).collect(),
+            });
+        }
         // Once the session names the chunks, the sweeper sees them there.
         self.store.uploads.put(id, &session)?;
         drop(got.pins);
@@ -147,7 +155,10 @@ impl Registry {
         }
         // The session keeps its chunks from the sweeper until the blob
         // record references them.
-        self.record_blob(repo, digest, session.size, session.chunks)
+        let holders = session
+            .holders
+            .unwrap_or_else(|| vec![self.settings.node_id]);
+        self.record_blob(repo, digest, session.size, session.chunks, holders)
             .await?;
         self.end_session(id)
     }
@@ -163,7 +174,7 @@ impl Registry {
     async fn rehash(&self, chunks: &[ChunkRef], algorithm: DigestAlgorithm) -> Result<Digest> {
         let mut h = algorithm.hasher();
         for c in chunks {
-            let data = self.chunks.get(c.id).await?;
+            let data = self.chunks.get(c.id, &[]).await?;
             h.update(&data);
         }
         Ok(h.finish())
@@ -197,7 +208,8 @@ impl Registry {
                 actual,
             });
         }
-        self.record_blob(repo, digest, got.chunker.size_bytes(), got.chunks)
+        let holders = got.holders.iter().copied().collect();
+        self.record_blob(repo, digest, got.chunker.size_bytes(), got.chunks, holders)
             .await?;
         drop(got.pins);
         Ok(())
@@ -209,12 +221,14 @@ impl Registry {
         digest: &Digest,
         size: u64,
         chunks: Vec<ChunkRef>,
+        holders: Vec<NodeId>,
     ) -> Result<()> {
         let cmd = Command::PutBlob {
             repo: repo.clone(),
             digest: digest.clone(),
             size,
             chunks,
+            holders,
             now_ms: now_ms(),
         };
         match self.propose(cmd).await? {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
-use crate::types::{Digest, RepoName, Tag};
+use crate::types::{Digest, NodeId, RepoName, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -17,6 +17,8 @@ pub enum Command {
         digest: Digest,
         size: u64,
         chunks: Vec<ChunkRef>,
+        /// Nodes known to hold every chunk when the upload finished.
+        holders: Vec<NodeId>,
         now_ms: u64,
     },
     /// Links a blob that already exists into `repo` (a mount).
@@ -48,6 +50,29 @@ pub enum Command {
         repo: RepoName,
         tag: Tag,
     },
+    /// Names the cluster once, when it first forms; later values are
+    /// ignored, so every replica keeps the first.
+    SetClusterId {
+        id: String,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::PutBlob { repo, digest, .. } => write!(f, "put blob {repo}@{digest}"),
+            Command::LinkBlob { repo, digest, .. } => write!(f, "link blob {repo}@{digest}"),
+            Command::UnlinkBlob { repo, digest } => write!(f, "unlink blob {repo}@{digest}"),
+            Command::PutManifest {
+                repo, digest, tags, ..
+            } => write!(f, "put manifest {repo}@{digest} tags {tags:?}"),
+            Command::DeleteManifest { repo, digest } => {
+                write!(f, "delete manifest {repo}@{digest}")
+            }
+            Command::DeleteTag { repo, tag } => write!(f, "delete tag {repo}:{tag}"),
+            Command::SetClusterId { id } => write!(f, "set cluster id {id}"),
+        }
+    }
 }
 
 /// What applying a command did. A rejection is a deterministic outcome, the

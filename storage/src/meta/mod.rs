@@ -35,6 +35,7 @@ const TAG: u8 = b'T'; // T<repo>\0<tag> -> digest
 const REFERRER: u8 = b'F'; // F<repo>\0<subject>\0<referrer> -> Descriptor
 const REPO: u8 = b'R'; // R<repo> -> u64 blob links + manifests
 const APPLIED: &[u8] = b"_applied"; // opaque mark of the last applied log entry
+const CLUSTER_ID: &[u8] = b"_cluster"; // the cluster's name, set once
 
 /// sled meta-key naming the generation of the active state-machine tree.
 const ACTIVE_TREE: &[u8] = b"stowage/active-sm-tree";
@@ -197,6 +198,7 @@ impl StateMachine {
                 digest,
                 size,
                 chunks,
+                holders,
                 now_ms,
             } => {
                 let bk = key(BLOB, &[digest.as_str()]);
@@ -208,6 +210,7 @@ impl StateMachine {
                         size: *size,
                         chunks: chunks.clone(),
                         created_ms: *now_ms,
+                        holders: holders.clone(),
                     };
                     txn.put(bk, encode(&rec));
                 }
@@ -309,6 +312,11 @@ impl StateMachine {
                     return Ok(Outcome::Rejected(ManifestUnknown));
                 }
                 txn.del(tk);
+            }
+            Command::SetClusterId { id } => {
+                if !txn.has(CLUSTER_ID)? {
+                    txn.put(CLUSTER_ID.to_vec(), id.as_bytes().to_vec());
+                }
             }
         }
         Ok(Outcome::Done)
@@ -427,6 +435,14 @@ impl StateMachine {
             .scan_prefix(&prefix)
             .map(|kv| decode("referrers", &kv?.1))
             .collect()
+    }
+
+    /// The cluster's name, once the first leader has set it.
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .tree()
+            .get(CLUSTER_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Whether any blob record uses the chunk.

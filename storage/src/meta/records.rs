@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{ChunkId, Digest};
+use crate::types::{ChunkId, Digest, NodeId};
 
 /// One piece of a blob, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,9 @@ pub struct BlobRecord {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
     pub created_ms: u64,
+    /// Nodes that held every chunk when the blob was recorded: where a node
+    /// missing a chunk looks first.
+    pub holders: Vec<NodeId>,
 }
 
 /// A manifest kept whole in the state machine (manifests are small: the API

@@ -28,6 +28,7 @@ fn put_blob(sm: &StateMachine, r: &str, content: &str) -> Digest {
                     id: ChunkId::of(content.as_bytes()),
                     len: u32::try_from(content.len()).unwrap(),
                 }],
+                holders: vec![],
                 now_ms: 1,
             },
             b"m",
@@ -199,4 +200,15 @@ fn export_import_round_trip() {
     bad[n - 6] ^= 1;
     assert!(other.import(&mut bad.as_slice()).is_err());
     assert!(other.blob_in_repo(&repo("app"), &d).unwrap().is_some());
+}
+
+#[test]
+fn cluster_id_is_set_once() {
+    let (_d, sm) = sm();
+    assert_eq!(sm.cluster_id().unwrap(), None);
+    for id in ["first", "second"] {
+        let cmd = Command::SetClusterId { id: id.into() };
+        assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
+    }
+    assert_eq!(sm.cluster_id().unwrap().as_deref(), Some("first"));
 }

@@ -1,0 +1,168 @@
+//! The admin view of a node: the status report (`GET /_stowage/status`,
+//! `stowage status`) and membership change requests (`POST
+//! /_stowage/members`, `stowage members`). The same serde types serve the
+//! server and the CLI, so the two cannot drift apart.
+
+use std::time::Instant;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::MemberChange;
+use crate::cluster::PeerSpec;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: u64,
+    pub zone: String,
+    pub role: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub cluster_id: Option<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub zone: String,
+    pub rpc_addr: String,
+    pub http_addr: Option<String>,
+    pub voter: bool,
+    /// Milliseconds since this node last heard from the member (0 for
+    /// itself); `None` if it never has.
+    pub last_contact_ms: Option<u64>,
+    /// On the leader: the last log index the member has (Raft's "matched").
+    pub matched: Option<u64>,
+}
+
+/// What `POST /_stowage/members` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembersRequest {
+    Add(PeerSpec),
+    Remove(u64),
+}
+
+impl TryFrom<MembersRequest> for MemberChange {
+    type Error = Error;
+    fn try_from(r: MembersRequest) -> Result<Self> {
+        match r {
+            MembersRequest::Add(p) => Ok(MemberChange::Add {
+                id: p.id,
+                info: p.info,
+            }),
+            MembersRequest::Remove(0) => Err(Error::AdminRequest("node ids are positive".into())),
+            MembersRequest::Remove(n) => Ok(MemberChange::Remove(n.into())),
+        }
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+pub fn status(reg: &Registry) -> Result<Status> {
+    let consensus = reg.consensus();
+    let m = consensus.metrics();
+    let me = consensus.id();
+    let membership = m.membership_config.membership();
+    let voters: Vec<_> = membership.voter_ids().collect();
+    let now = Instant::now();
+    let members = membership
+        .nodes()
+        .map(|(id, info)| {
+            let peer = reg.peers().state(*id);
+            let last_contact_ms = if *id == me {
+                Some(0)
+            } else {
+                peer.last_contact
+                    .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX))
+            };
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .and_then(|l| l.as_ref())
+                .map(|l| l.index);
+            MemberStatus {
+                id: id.0,
+                zone: info.zone.to_string(),
+                rpc_addr: info.rpc_addr.clone(),
+                http_addr: if *id == me {
+                    Some(reg.settings.http_addr.clone())
+                } else {
+                    peer.http_addr
+                },
+                voter: voters.contains(id),
+                last_contact_ms,
+                matched,
+            }
+        })
+        .collect();
+    Ok(Status {
+        node_id: me.0,
+        zone: reg.settings.zone.to_string(),
+        role: role(m.state).to_string(),
+        leader: m.current_leader.map(|l| l.0),
+        term: m.current_term,
+        last_applied: m.last_applied.as_ref().map(|l| l.index),
+        last_log_index: m.last_log_index,
+        snapshot: m.snapshot.as_ref().map(|l| l.index),
+        cluster_id: reg.cluster_id()?,
+        members,
+    })
+}
+
+/// The status as the table `stowage status` prints.
+pub fn render(s: &Status) -> String {
+    let mut out = format!(
+        "node {} (zone {}) is {} · leader {} · term {} · applied {} · log {} · snapshot {}\ncluster {}\n\n",
+        s.node_id,
+        s.zone,
+        s.role,
+        s.leader.map_or("none".into(), |l| l.to_string()),
+        s.term,
+        opt(s.last_applied),
+        opt(s.last_log_index),
+        opt(s.snapshot),
+        s.cluster_id.as_deref().unwrap_or("(not formed yet)"),
+    );
+    out.push_str(&format!(
+        "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
+        "ID", "ZONE", "CLUSTER ADDR", "HTTP ADDR", "VOTER", "LAST CONTACT", "MATCHED"
+    ));
+    for m in &s.members {
+        out.push_str(&format!(
+            "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
+            m.id,
+            m.zone,
+            if m.rpc_addr.is_empty() {
+                "-"
+            } else {
+                &m.rpc_addr
+            },
+            m.http_addr.as_deref().unwrap_or("?"),
+            if m.voter { "yes" } else { "learner" },
+            m.last_contact_ms
+                .map_or("never".into(), |ms| format!("{ms} ms ago")),
+            opt(m.matched),
+        ));
+    }
+    out
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |n| n.to_string())
+}

@@ -1,0 +1,117 @@
+//! Connections to the other nodes: one lazily connected HTTP/2 channel per
+//! peer for Raft and coordination, and a second one for bulk chunk transfer,
+//! so heartbeats never wait behind megabytes of chunk data. Also what this
+//! node has learned about each peer by saying hello (HTTP address, last
+//! contact).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use stowage_proto::v1::chunks_client::ChunksClient;
+use stowage_proto::v1::cluster_client::ClusterClient;
+use stowage_proto::v1::raft_client::RaftClient;
+use stowage_storage::types::NodeId;
+use tonic::transport::{Channel, Endpoint};
+
+/// Raft messages carry batches of entries that may hold manifests of up to
+/// 4 MiB each.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 512 << 20;
+/// Chunk pieces are at most this large on the wire.
+pub const CHUNK_PIECE_BYTES: usize = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct Conn {
+    addr: String,
+    control: Channel,
+    bulk: Channel,
+}
+
+/// What hellos taught us about a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    pub http_addr: Option<String>,
+    pub last_contact: Option<Instant>,
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Peers {
+    conns: Mutex<HashMap<NodeId, Conn>>,
+    state: Mutex<HashMap<NodeId, PeerState>>,
+}
+
+fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+impl Peers {
+    fn conn(&self, id: NodeId, addr: &str) -> Result<Conn, tonic::transport::Error> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = conns.get(&id) {
+            if c.addr == addr {
+                return Ok(c.clone());
+            }
+        }
+        let c = Conn {
+            addr: addr.to_owned(),
+            control: channel(addr)?,
+            bulk: channel(addr)?,
+        };
+        conns.insert(id, c.clone());
+        Ok(c)
+    }
+
+    pub fn raft(
+        &self,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        Ok(RaftClient::new(self.conn(id, addr)?.control)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+    }
+
+    pub fn cluster(
+        &self,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+        Ok(ClusterClient::new(self.conn(id, addr)?.control)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+    }
+
+    pub fn chunks(
+        &self,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<ChunksClient<Channel>, tonic::transport::Error> {
+        Ok(ChunksClient::new(self.conn(id, addr)?.bulk)
+            .max_decoding_message_size(4 * CHUNK_PIECE_BYTES)
+            .max_encoding_message_size(4 * CHUNK_PIECE_BYTES))
+    }
+
+    pub fn record_hello(&self, id: NodeId, http_addr: String, cluster_id: Option<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = state.entry(id).or_default();
+        s.http_addr = Some(http_addr);
+        s.last_contact = Some(Instant::now());
+        s.cluster_id = cluster_id;
+    }
+
+    pub fn state(&self, id: NodeId) -> PeerState {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,341 @@
+//! The tonic services a node offers its peers: Raft traffic into openraft,
+//! coordination (hello, forwarded writes, read index, membership changes)
+//! and chunk transfer into the local chunk store.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use openraft::{ChangeMembers, ReadPolicy, Snapshot};
+use stowage_proto::v1::chunks_server::{Chunks, ChunksServer};
+use stowage_proto::v1::cluster_server::{Cluster, ClusterServer};
+use stowage_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use stowage_proto::v1::snapshot_piece::Piece;
+use stowage_proto::v1::{
+    ChangeMembersReply, ChangeMembersRequest, ChunkPiece, GetChunkRequest, HelloReply,
+    HelloRequest, PutChunkReply, RaftPayload, ReadIndexReply, ReadIndexRequest, SnapshotPiece,
+    WriteReply, WriteRequest,
+};
+use stowage_storage::durable::TempFile;
+use stowage_storage::meta::Command;
+use stowage_storage::types::{ChunkId, NodeId, Zone};
+use stowage_storage::Store;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::peers::{CHUNK_PIECE_BYTES, MAX_RAFT_MESSAGE_BYTES};
+use super::{Hello, MemberChange};
+use crate::raft::codec::{decode, encode};
+use crate::raft::state_machine::SnapshotFile;
+use crate::raft::{Raft, SnapshotMeta, Vote};
+
+/// Largest chunk a peer may send; chunks are at most `chunk_size_bytes`,
+/// which configuration caps at 256 MiB.
+const MAX_CHUNK_BYTES: usize = 256 << 20;
+
+/// gRPC metadata key naming the current leader when a request needs one.
+pub const LEADER_HINT: &str = "x-stowage-leader";
+
+/// Who this node is, as it tells its peers.
+#[derive(Debug, Clone)]
+pub struct NodeCtx {
+    pub id: NodeId,
+    pub zone: Zone,
+    pub http_addr: String,
+    pub peers_digest: String,
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// "Not the leader", with a hint to the leader if one is known.
+pub fn not_leader(leader: Option<NodeId>) -> Status {
+    let mut s = Status::unavailable("this node is not the leader");
+    if let Some(l) = leader {
+        if let Ok(v) = l.0.to_string().parse() {
+            s.metadata_mut().insert(LEADER_HINT, v);
+        }
+    }
+    s
+}
+
+pub struct RaftService {
+    raft: Raft,
+    snapshot_dir: std::path::PathBuf,
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
+        let result = self.raft.append_entries(rpc).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotPiece>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(SnapshotPiece {
+                piece: Some(Piece::Header(h)),
+            }) => h,
+            _ => return Err(bad_request("a snapshot stream starts with its header")),
+        };
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&header).map_err(bad_request)?;
+        let mut tmp = TempFile::create_in(&self.snapshot_dir).map_err(internal)?;
+        let mut received = 0u64;
+        while let Some(piece) = stream.message().await? {
+            match piece.piece {
+                Some(Piece::Data(d)) => {
+                    received += d.len() as u64;
+                    tmp.as_file_mut().write_all(&d).map_err(internal)?;
+                }
+                _ => return Err(bad_request("only data pieces follow the header")),
+            }
+        }
+        let staged = self.snapshot_dir.join(format!(
+            "incoming-{}.staged",
+            meta.last_log_id.as_ref().map_or(0, |l| l.index)
+        ));
+        let staged2 = staged.clone();
+        tokio::task::spawn_blocking(move || tmp.persist(&staged2))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let file = std::fs::File::open(&staged).map_err(internal)?;
+        tracing::info!(bytes = received, last_log_id = ?meta.last_log_id, "received a snapshot");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotFile { file, path: staged },
+        };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
+    }
+}
+
+pub struct ClusterService {
+    raft: Raft,
+    store: Arc<Store>,
+    ctx: NodeCtx,
+}
+
+impl ClusterService {
+    fn leader_only(&self) -> Result<(), Status> {
+        if self.raft.is_leader() {
+            return Ok(());
+        }
+        use openraft::async_runtime::WatchReceiver;
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        Err(not_leader(leader))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn hello(&self, _req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let initialized = self.raft.is_initialized().await.map_err(internal)?;
+        let hello = Hello {
+            node_id: self.ctx.id,
+            zone: self.ctx.zone.clone(),
+            http_addr: self.ctx.http_addr.clone(),
+            cluster_id: self.store.meta.cluster_id().map_err(internal)?,
+            initialized,
+            peers_digest: self.ctx.peers_digest.clone(),
+        };
+        Ok(Response::new(hello.into()))
+    }
+
+    async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        self.leader_only()?;
+        let cmd: Command = decode(&req.into_inner().command).map_err(bad_request)?;
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(Response::new(WriteReply {
+                outcome: encode(&resp.data),
+                log_index: resp.log_id.index,
+            })),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(not_leader(f.leader_id)),
+                None => Err(Status::unavailable(e.to_string())),
+            },
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        self.leader_only()?;
+        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(lin) => Ok(Response::new(ReadIndexReply {
+                index: lin.read_log_id().index(),
+            })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn change_members(
+        &self,
+        req: Request<ChangeMembersRequest>,
+    ) -> Result<Response<ChangeMembersReply>, Status> {
+        self.leader_only()?;
+        let change = MemberChange::try_from(req.into_inner()).map_err(bad_request)?;
+        let summary = change_members(&self.raft, change)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(ChangeMembersReply { summary }))
+    }
+}
+
+/// Runs a membership change on the leader: a new node joins as a learner,
+/// is promoted to voter once it has caught up; a removed node leaves the
+/// voters and the membership.
+pub async fn change_members(raft: &Raft, change: MemberChange) -> Result<String, String> {
+    match change {
+        MemberChange::Add { id, info } => {
+            tracing::info!(node = %id, %info, "adding a learner; it is promoted once caught up");
+            raft.add_learner(id, info.clone(), true)
+                .await
+                .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+            Ok(format!("node {id} ({info}) is a voter"))
+        }
+        MemberChange::Remove(id) => {
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| format!("removing node {id}: {e}"))?;
+            Ok(format!("node {id} is no longer a member"))
+        }
+    }
+}
+
+pub struct ChunksService {
+    store: Arc<Store>,
+}
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<ChunkPiece, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Chunks for ChunksService {
+    async fn put(
+        &self,
+        req: Request<Streaming<ChunkPiece>>,
+    ) -> Result<Response<PutChunkReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| bad_request("empty chunk stream"))?;
+        let id_bytes: [u8; 32] = first
+            .chunk_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
+        let id = ChunkId::from_bytes(id_bytes);
+        let mut data = first.data;
+        while let Some(piece) = stream.message().await? {
+            if data.len() + piece.data.len() > MAX_CHUNK_BYTES {
+                return Err(bad_request("chunk too large"));
+            }
+            data.extend_from_slice(&piece.data);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.chunks.put_verified(id, &data))
+            .await
+            .map_err(internal)?
+            .map_err(|e| match e {
+                stowage_storage::Error::ChunkCorrupt(_) => bad_request(e),
+                other => internal(other),
+            })?;
+        Ok(Response::new(PutChunkReply {}))
+    }
+
+    type GetStream = PieceStream;
+
+    async fn get(&self, req: Request<GetChunkRequest>) -> Result<Response<PieceStream>, Status> {
+        let id_bytes: [u8; 32] = req
+            .into_inner()
+            .chunk_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
+        let id = ChunkId::from_bytes(id_bytes);
+        let store = self.store.clone();
+        let data = tokio::task::spawn_blocking(move || store.chunks.get(&id))
+            .await
+            .map_err(internal)?
+            .map_err(|e| match e {
+                stowage_storage::Error::ChunkMissing(_) => Status::not_found(e.to_string()),
+                other => internal(other),
+            })?;
+        let pieces: Vec<Result<ChunkPiece, Status>> = data
+            .chunks(CHUNK_PIECE_BYTES)
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(ChunkPiece {
+                    chunk_id: if i == 0 {
+                        id_bytes.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    data: p.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+    }
+}
+
+/// The cluster RPC server: all three services on one listener.
+pub fn router(
+    raft: Raft,
+    store: Arc<Store>,
+    ctx: NodeCtx,
+    snapshot_dir: std::path::PathBuf,
+) -> tonic::transport::server::Router {
+    let raft_svc = RaftServer::new(RaftService {
+        raft: raft.clone(),
+        snapshot_dir,
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let cluster_svc = ClusterServer::new(ClusterService {
+        raft,
+        store: store.clone(),
+        ctx,
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let chunks_svc = ChunksServer::new(ChunksService { store })
+        .max_decoding_message_size(4 * CHUNK_PIECE_BYTES)
+        .max_encoding_message_size(4 * CHUNK_PIECE_BYTES);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft_svc)
+        .add_service(cluster_svc)
+        .add_service(chunks_svc)
+}

@@ -1,0 +1,57 @@
+//! Forwarding an upload-session request to the node that owns the session:
+//! sessions live where they were opened, so a load balancer may spread one
+//! upload over nodes and every request still lands on the owner's state.
+
+use std::sync::OnceLock;
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use stowage_storage::types::NodeId;
+
+use super::body::Body;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+
+/// Marks a request already forwarded once, so a confused membership can
+/// never bounce a request between nodes.
+const FORWARDED: HeaderName = HeaderName::from_static("x-stowage-forwarded");
+
+fn client() -> &'static Client<HttpConnector, Incoming> {
+    static CLIENT: OnceLock<Client<HttpConnector, Incoming>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+}
+
+pub async fn forward(
+    reg: &Registry,
+    owner: NodeId,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>> {
+    if req.headers().contains_key(&FORWARDED) {
+        return Err(Error::BlobUploadUnknown);
+    }
+    let addr = reg.http_addr_of(owner).await.ok_or_else(|| {
+        Error::Unavailable(format!(
+            "node {owner}, which owns this upload, is not reachable"
+        ))
+    })?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    *req.uri_mut() = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|_| Error::Unavailable(format!("node {owner} has an unusable address {addr}")))?;
+    req.headers_mut().remove(http::header::HOST);
+    req.headers_mut()
+        .insert(FORWARDED, HeaderValue::from_static("1"));
+    let resp = client()
+        .request(req)
+        .await
+        .map_err(|e| Error::Unavailable(format!("forwarding to node {owner}: {e}")))?;
+    Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed()))
+}
