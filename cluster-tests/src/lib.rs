@@ -1,5 +1,14 @@
-//! Cluster and chaos tests for Stowage. They start real `stowage` processes
-//! (and containers where a Docker engine answers), kill, pause and partition
-//! them, and check with real clients that nothing acknowledged is lost.
-//! They never reach into a node's internals: only its binary, its HTTP API
-//! and its data directory as a black box.
+//! Cluster and chaos tests for Stowage, and the harness the node's own
+//! integration tests share. Tests start real `stowage` processes, kill,
+//! restart and reconfigure them, and check with real clients that nothing
+//! acknowledged is lost. They never reach into a node's internals: only its
+//! binary, its HTTP API and its data directory as a black box.
+//!
+//! Layout: `process.rs` (one node process), `cluster.rs` (several, with
+//! generated configs), `oci.rs` (OCI API helpers over HTTP), `tools.rs`
+//! (external tools: skopeo, docker).
+
+pub mod cluster;
+pub mod oci;
+pub mod process;
+pub mod tools;

@@ -45,10 +45,15 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct NodeArg {
     /// Base URL of any node's HTTP API.
-    #[arg(long, env = "STOWAGE_NODE", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "STOWAGE_NODE",
+        default_value = "http://127.0.0.1:5000"
+    )]
     pub node: String,
     /// Print the raw JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 

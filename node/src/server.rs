@@ -39,7 +39,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // A bare level keeps openraft's own chatter at warnings; a full filter
+    // (with '=' in it) is taken as given.
+    let spec = if level.contains('=') {
+        level.to_owned()
+    } else {
+        format!("{level},openraft=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -102,6 +102,10 @@ pub async fn run(
     }
     let majority = plan.peers.len().div_ceil(2) + 1;
     loop {
+        // Entries from a leader (another node initialized first) end this.
+        if raft.is_initialized().await.unwrap_or(false) {
+            return Ok(());
+        }
         let mut reachable = 1;
         for peer in &plan.peers {
             let Some(h) = hello(peers, plan.id, peer).await else {

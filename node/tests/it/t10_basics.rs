@@ -4,7 +4,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn version_check_health_and_readiness() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let r = c.get(format!("{}/v2/", node.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -21,7 +21,7 @@ async fn version_check_health_and_readiness() {
 
 #[tokio::test]
 async fn routing_errors_are_oci_json() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let cases = [

@@ -5,7 +5,7 @@ use crate::common::*;
 #[tokio::test]
 async fn monolithic_push_then_head_get_and_ranges() {
     // Small chunks so ranges cross chunk boundaries.
-    let node = Node::start_with(&["--chunk-size-bytes", "4096"]);
+    let node = Node::start_with(bin(), &["--chunk-size-bytes", "4096"]);
     let c = client();
     let u = &node.url;
     let blob = data(1, 10_000);
@@ -65,7 +65,7 @@ async fn monolithic_push_then_head_get_and_ranges() {
 
 #[tokio::test]
 async fn blobs_are_visible_only_in_their_repository_and_deletable() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let d = push_blob(&c, u, "one", b"private layer").await;
@@ -100,7 +100,7 @@ async fn blobs_are_visible_only_in_their_repository_and_deletable() {
 
 #[tokio::test]
 async fn wrong_digest_is_rejected_and_nothing_is_stored() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let claimed = sha256(b"what the client says");
@@ -134,7 +134,7 @@ async fn wrong_digest_is_rejected_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn sha512_and_empty_blobs() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let blob = data(7, 3000);
@@ -170,7 +170,7 @@ async fn sha512_and_empty_blobs() {
 
 #[tokio::test]
 async fn a_corrupted_chunk_is_never_served() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let blob = data(3, 5000);

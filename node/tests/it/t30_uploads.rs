@@ -22,7 +22,7 @@ async fn start(c: &reqwest::Client, u: &str, repo: &str) -> String {
 
 #[tokio::test]
 async fn chunked_upload_with_content_range_status_and_finish() {
-    let node = Node::start_with(&["--chunk-size-bytes", "4096"]);
+    let node = Node::start_with(bin(), &["--chunk-size-bytes", "4096"]);
     let c = client();
     let u = &node.url;
     let blob = data(11, 20_000);
@@ -89,7 +89,7 @@ async fn chunked_upload_with_content_range_status_and_finish() {
 
 #[tokio::test]
 async fn streamed_patch_without_length_then_empty_put() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let pieces: Vec<Vec<u8>> = (0..40).map(|i| data(100 + i, 64 * 1024)).collect();
@@ -120,7 +120,7 @@ async fn streamed_patch_without_length_then_empty_put() {
 
 #[tokio::test]
 async fn put_with_wrong_digest_or_none_is_digest_invalid() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let loc = start(&c, u, "a").await;
@@ -147,7 +147,7 @@ async fn put_with_wrong_digest_or_none_is_digest_invalid() {
 
 #[tokio::test]
 async fn cancel_and_unknown_sessions() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let loc = start(&c, u, "a").await;
@@ -172,7 +172,7 @@ async fn cancel_and_unknown_sessions() {
 
 #[tokio::test]
 async fn cross_repository_mounts() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let d = push_blob(&c, u, "src", b"shared layer").await;

@@ -8,7 +8,7 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 
 #[tokio::test]
 async fn put_get_head_by_tag_and_digest() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let (digest, _) = push_image(&c, u, "lib/app", "v1", 1, &[100, 200]).await;
@@ -54,7 +54,7 @@ async fn put_get_head_by_tag_and_digest() {
 
 #[tokio::test]
 async fn put_answers_with_location_and_digest_and_checks_digest_references() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let cfg = push_blob(&c, u, "r", b"{}").await;
@@ -77,7 +77,7 @@ async fn put_answers_with_location_and_digest_and_checks_digest_references() {
 
 #[tokio::test]
 async fn invalid_manifests_are_refused() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let cfg = push_blob(&c, u, "r", b"{}").await;
@@ -132,7 +132,7 @@ async fn invalid_manifests_are_refused() {
 
 #[tokio::test]
 async fn docker_types_indexes_and_accept_negotiation() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let cfg = push_blob(&c, u, "multi", b"{\"os\":\"linux\"}").await;
@@ -202,7 +202,7 @@ async fn docker_types_indexes_and_accept_negotiation() {
 
 #[tokio::test]
 async fn delete_by_tag_and_by_digest() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let (d, _) = push_image(&c, u, "r", "a", 1, &[10]).await;
@@ -289,7 +289,7 @@ async fn delete_by_tag_and_by_digest() {
 
 #[tokio::test]
 async fn subject_header_and_referrers_with_filter() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let (subject, _) = push_image(&c, u, "r", "v1", 1, &[10]).await;

@@ -4,7 +4,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn tags_paginate_with_link() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     let (d, _) = push_image(&c, u, "org/app", "seed", 1, &[10]).await;
@@ -78,7 +78,7 @@ async fn tags_paginate_with_link() {
 
 #[tokio::test]
 async fn catalog_paginates() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let u = &node.url;
     for r in ["z", "a/b", "m", "a"] {

@@ -7,7 +7,7 @@ use crate::t20_blobs::walk;
 
 #[tokio::test]
 async fn sigterm_then_restart_keeps_everything() {
-    let mut node = Node::start();
+    let mut node = Node::start(bin());
     let c = client();
     let (d, layers) = push_image(&c, &node.url, "keep", "v1", 9, &[5000, 70_000]).await;
     let status = node.terminate();
@@ -34,7 +34,7 @@ async fn sigterm_then_restart_keeps_everything() {
 
 #[tokio::test]
 async fn upload_session_resumes_after_restart() {
-    let mut node = Node::start_with(&["--chunk-size-bytes", "4096"]);
+    let mut node = Node::start_with(bin(), &["--chunk-size-bytes", "4096"]);
     let c = client();
     let blob = data(21, 30_000);
     let d = sha256(&blob);
@@ -80,7 +80,7 @@ async fn upload_session_resumes_after_restart() {
 
 #[tokio::test]
 async fn kill9_mid_session_leaves_it_resumable_or_cleanly_gone() {
-    let mut node = Node::start_with(&["--chunk-size-bytes", "4096"]);
+    let mut node = Node::start_with(bin(), &["--chunk-size-bytes", "4096"]);
     let c = client();
     let blob = data(22, 12_000);
     let d = sha256(&blob);
@@ -148,7 +148,7 @@ async fn orphan_chunks_and_abandoned_sessions_are_swept() {
     std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
     std::fs::write(&orphan_path, orphan).unwrap();
 
-    let node = Node::spawn(&data_dir, &["--config", cfg.to_str().unwrap()]);
+    let node = Node::spawn(bin(), &data_dir, &["--config", cfg.to_str().unwrap()]);
     let c = client();
     let u = &node.url;
     let kept = push_blob(&c, u, "r", &data(1, 3000)).await;

@@ -17,7 +17,7 @@ fn oci(monolithic: bool) -> Client {
 
 #[tokio::test]
 async fn push_pull_tags_and_referrers_with_oci_client() {
-    let node = Node::start_with(&["--chunk-size-bytes", "65536"]);
+    let node = Node::start_with(bin(), &["--chunk-size-bytes", "65536"]);
     let auth = RegistryAuth::Anonymous;
     for (monolithic, repo) in [(false, "oci/chunked"), (true, "oci/mono")] {
         let client = oci(monolithic);

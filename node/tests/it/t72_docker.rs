@@ -22,7 +22,7 @@ async fn docker_push_and_pull_an_image_built_from_scratch() {
     if !docker_available() {
         return;
     }
-    let node = Node::start();
+    let node = Node::start(bin());
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("a.bin"), data(1, 2 * 1024 * 1024)).unwrap();
     std::fs::write(

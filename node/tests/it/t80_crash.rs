@@ -8,7 +8,7 @@ type Acked = Arc<Mutex<Vec<(String, String, String, Vec<Vec<u8>>)>>>;
 
 #[tokio::test]
 async fn kill9_during_pushes_loses_nothing_acknowledged() {
-    let mut node = Node::start_with(&["--chunk-size-bytes", "65536"]);
+    let mut node = Node::start_with(bin(), &["--chunk-size-bytes", "65536"]);
     let acked: Acked = Arc::default();
     let c = client();
     for round in 0..3u64 {

@@ -16,7 +16,7 @@ fn piece(base: &[u8], i: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_2_gib_push_and_pull_stay_in_bounded_memory() {
-    let node = Node::start();
+    let node = Node::start(bin());
     let c = client();
     let base = data(77, PIECE);
     let mut h = Sha256::new();

@@ -1,0 +1,304 @@
+//! A cluster of `stowage` processes on loopback: one generated TOML config
+//! per node (id, zone, addresses, peers, fast Raft timing), each node's
+//! stderr in a log file next to its data, and waits on the nodes' own HTTP
+//! answers (`/readyz`, `/_stowage/status`), never on fixed sleeps.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::oci::client;
+use crate::process::{stowage_bin, Node};
+
+/// Raft timing for tests: failures are detected in a few hundred ms.
+const FAST_RAFT_TOML: &str = "raft_heartbeat_ms = 50\nraft_election_timeout_ms = 400\n";
+
+/// A free loopback port (bound and released; the OS hands out ports in
+/// sequence, so reuse before the node binds it is very unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+pub struct Member {
+    pub id: u64,
+    pub zone: String,
+    pub http: String,
+    pub rpc: String,
+    pub node: Node,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+fn peer_list(specs: &[(u64, String, String)], except: u64) -> String {
+    specs
+        .iter()
+        .filter(|(id, _, _)| *id != except)
+        .map(|(id, zone, rpc)| format!("\"{id}={zone}@{rpc}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn write_config(
+    path: &Path,
+    id: u64,
+    zone: &str,
+    rpc: &str,
+    peers: &str,
+    data: &Path,
+    extra: &str,
+) {
+    let text = format!(
+        "node_id = {id}\nzone = \"{zone}\"\ncluster_listen = \"{rpc}\"\npeers = [{peers}]\ndata_dir = \"{}\"\n{FAST_RAFT_TOML}{extra}\n",
+        data.display()
+    );
+    std::fs::write(path, text).expect("config written");
+}
+
+impl Cluster {
+    /// Starts one node per zone (ids 1, 2, …), each listing all the others.
+    pub fn start(zones: &[&str], extra_toml: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = stowage_bin();
+        let specs: Vec<(u64, String, String)> = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let id = u64::try_from(i).expect("small") + 1;
+                (id, z.to_string(), format!("127.0.0.1:{}", free_port()))
+            })
+            .collect();
+        let mut members = Vec::new();
+        for (id, zone, rpc) in &specs {
+            let http = format!("127.0.0.1:{}", free_port());
+            let data = dir.path().join(format!("n{id}"));
+            let config = dir.path().join(format!("n{id}.toml"));
+            let log = dir.path().join(format!("n{id}.log"));
+            write_config(
+                &config,
+                *id,
+                zone,
+                rpc,
+                &peer_list(&specs, *id),
+                &data,
+                extra_toml,
+            );
+            let node = Node::launch(
+                &bin,
+                &data,
+                vec!["--config".into(), config.display().to_string()],
+                &http,
+                Some(log.clone()),
+            );
+            members.push(Member {
+                id: *id,
+                zone: zone.clone(),
+                http,
+                rpc: rpc.clone(),
+                node,
+                config,
+                log,
+            });
+        }
+        Cluster { members, dir, bin }
+    }
+
+    /// Starts a new node that lists the current members as peers: it finds
+    /// an existing cluster and waits to be added with `stowage members add`.
+    /// Returns its id and its `ID=ZONE@ADDR` spec.
+    pub fn start_joiner(&mut self, zone: &str, extra_toml: &str) -> (u64, String) {
+        let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let rpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let specs: Vec<(u64, String, String)> = self
+            .members
+            .iter()
+            .map(|m| (m.id, m.zone.clone(), m.rpc.clone()))
+            .collect();
+        let data = self.dir.path().join(format!("n{id}"));
+        let config = self.dir.path().join(format!("n{id}.toml"));
+        let log = self.dir.path().join(format!("n{id}.log"));
+        write_config(
+            &config,
+            id,
+            zone,
+            &rpc,
+            &peer_list(&specs, id),
+            &data,
+            extra_toml,
+        );
+        let node = Node::launch(
+            &self.bin,
+            &data,
+            vec!["--config".into(), config.display().to_string()],
+            &http,
+            Some(log.clone()),
+        );
+        self.members.push(Member {
+            id,
+            zone: zone.into(),
+            http,
+            rpc: rpc.clone(),
+            node,
+            config,
+            log,
+        });
+        (id, format!("{id}={zone}@{rpc}"))
+    }
+
+    pub fn member(&self, id: u64) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .expect("member exists")
+    }
+
+    pub fn member_mut(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .expect("member exists")
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.member(id).http)
+    }
+
+    pub fn host(&self, id: u64) -> &str {
+        &self.member(id).http
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.node.is_running())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        self.member_mut(id).node.kill9();
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.member_mut(id).node.restart();
+    }
+
+    /// The last lines of a node's log, for failure messages.
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.member(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits until `/readyz` answers 200 on node `id`.
+    pub async fn wait_ready(&self, id: u64, limit: Duration) {
+        let c = client();
+        let url = format!("{}/readyz", self.url(id));
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = c.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not ready after {limit:?}; log:\n{}",
+                self.log_tail(id)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_all_ready(&self, limit: Duration) {
+        for id in self.running() {
+            self.wait_ready(id, limit).await;
+        }
+    }
+
+    pub async fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let r = client()
+            .get(format!("{}/_stowage/status", self.url(id)))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// The leader as the running nodes report it, once they agree.
+    pub async fn leader(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut seen = Vec::new();
+            for id in self.running() {
+                if let Some(s) = self.status(id).await {
+                    if s["role"] == "leader" {
+                        seen.push(id);
+                    }
+                }
+            }
+            if seen.len() == 1 {
+                return seen[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single leader after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied everything the leader has.
+    pub async fn wait_in_sync(&self, id: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let leader = self.leader(limit).await;
+            if let (Some(l), Some(n)) = (self.status(leader).await, self.status(id).await) {
+                let matched = l["members"]
+                    .as_array()
+                    .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+                    .and_then(|m| m["matched"].as_u64());
+                let leader_log = l["last_log_index"].as_u64();
+                if leader_log.is_some()
+                    && n["last_applied"].as_u64() >= leader_log
+                    && (leader == id || matched >= leader_log)
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not catch up within {limit:?}; log:\n{}",
+                self.log_tail(id)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `stowage <args>` against the cluster and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(&self.bin)
+            .args(args)
+            .output()
+            .expect("stowage runs");
+        assert!(
+            out.status.success(),
+            "stowage {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -1,0 +1,200 @@
+//! One `stowage serve` process: started on its own data directory, killed
+//! (SIGKILL) or stopped (SIGTERM), restarted on the same data and port.
+//! The node prints `listening on ADDR` as its first stdout line; that is how
+//! a node started on port 0 is found.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+/// How long a node gets to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `stowage` binary: `$STOWAGE_BIN`, else the one beside this test
+/// executable's profile directory, built first so it is current.
+pub fn stowage_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("STOWAGE_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/stowage
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.args(["build", "--quiet", "-p", "stowage-node", "--bin", "stowage"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(status.success(), "building the stowage binary failed");
+        profile_dir.join("stowage")
+    })
+    .clone()
+}
+
+/// A running `stowage serve`, killed when dropped.
+pub struct Node {
+    bin: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    log: Option<PathBuf>,
+    pub url: String,
+    pub host: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// A fresh node on port 0 with a temporary data directory.
+    pub fn start(bin: &Path) -> Node {
+        Self::start_with(bin, &[])
+    }
+
+    pub fn start_with(bin: &Path, extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut n = Self::spawn(bin, &dir, extra);
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// A node on port 0 with the given data directory and extra flags.
+    pub fn spawn(bin: &Path, data_dir: &Path, extra: &[&str]) -> Node {
+        let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(bin, data_dir, args, "127.0.0.1:0", None)
+    }
+
+    /// A node with exactly these `serve` arguments (plus `--listen`), its
+    /// stderr appended to `log` if given.
+    pub fn launch(
+        bin: &Path,
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+        log: Option<PathBuf>,
+    ) -> Node {
+        let mut n = Node {
+            bin: bin.to_path_buf(),
+            child: None,
+            args,
+            log,
+            url: String::new(),
+            host: listen.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        };
+        n.start_process(listen);
+        n
+    }
+
+    fn start_process(&mut self, listen: &str) {
+        // A restarted node may find its port briefly held; retry a while.
+        for attempt in 0..20 {
+            let stderr = match &self.log {
+                Some(path) => Stdio::from(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("node log opens"),
+                ),
+                None => Stdio::inherit(),
+            };
+            let mut child = Command::new(&self.bin)
+                .args(["serve", "--listen", listen, "--log-level", "warn"])
+                .args(&self.args)
+                .stdout(Stdio::piped())
+                .stderr(stderr)
+                .spawn()
+                .expect("spawn stowage");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
+                for _ in lines {}
+            });
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(line) => {
+                    let addr = line
+                        .strip_prefix("listening on ")
+                        .expect("first stdout line names the address")
+                        .to_string();
+                    self.url = format!("http://{addr}");
+                    self.host = addr;
+                    self.child = Some(child);
+                    return;
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().expect("wait");
+                    assert!(attempt < 19, "stowage did not start: {status}");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().expect("wait")
+    }
+
+    /// Starts the node again on the same data directory and address.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let host = self.host.clone();
+        self.start_process(&host);
+        assert_eq!(self.host, host, "a restarted node keeps its address");
+    }
+
+    /// Peak resident memory of the process so far.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("process status readable");
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .expect("VmHWM present")
+            * 1024
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,79 @@
+use std::time::Duration;
+
+use stowage_cluster_tests::cluster::Cluster;
+use stowage_cluster_tests::oci::*;
+use stowage_cluster_tests::tools::*;
+
+const READY: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_push_to_one_node_pulls_byte_for_byte_from_the_others() {
+    if !tool_available("skopeo") {
+        return;
+    }
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(READY).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let layers = vec![
+        data(1, 5 * 1024 * 1024 + 3),
+        data(2, 4096),
+        data(3, 900_000),
+    ];
+    let digest = write_oci_layout(&src, &layers);
+    skopeo_push(&src, "v1", &format!("{}/multi/image:v1", cluster.host(1)));
+    for n in [2, 3] {
+        let back = tmp.path().join(format!("back{n}"));
+        skopeo_pull(&format!("{}/multi/image:v1", cluster.host(n)), &back, "v1");
+        assert_same_layout(&src, &back, &digest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_writes_acknowledged_by_other_nodes() {
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(READY).await;
+    let c = client();
+    for round in 0..5u64 {
+        // Node 1 moves the tag; node 3 takes a push right after; node 2
+        // must see the moved tag at once.
+        let (d1, _) = push_image(
+            &c,
+            &cluster.url(1),
+            "rw/app",
+            "latest",
+            100 + round,
+            &[2000],
+        )
+        .await;
+        let (d3, layers3) = push_image(
+            &c,
+            &cluster.url(3),
+            "rw/other",
+            &format!("r{round}"),
+            200 + round,
+            &[3000],
+        )
+        .await;
+        let r = c
+            .get(format!("{}/v2/rw/app/manifests/latest", cluster.url(2)))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            d1.as_str(),
+            "round {round}"
+        );
+        verify_image(
+            &c,
+            &cluster.url(2),
+            "rw/other",
+            &format!("r{round}"),
+            &d3,
+            &layers3,
+        )
+        .await;
+    }
+}
