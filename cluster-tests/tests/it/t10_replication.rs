@@ -77,3 +77,57 @@ async fn reads_see_writes_acknowledged_by_other_nodes() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_spread_over_three_nodes() {
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(READY).await;
+    let c = client();
+    let blob = data(42, 3 * 1024 * 1024);
+    let digest = sha256(&blob);
+    // Opened on node 1, continued on node 2, status from and finished on
+    // node 3: the session's owner serves every step.
+    let r = c
+        .post(format!("{}/v2/spread/blobs/uploads/", cluster.url(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let path = r.headers()["location"].to_str().unwrap().to_string();
+    let r = c
+        .patch(format!("{}{path}", cluster.url(2)))
+        .header("Content-Range", format!("0-{}", 2 * 1024 * 1024 - 1))
+        .body(blob[..2 * 1024 * 1024].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .get(format!("{}{path}", cluster.url(3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["range"],
+        format!("0-{}", 2 * 1024 * 1024 - 1).as_str()
+    );
+    let r = c
+        .put(format!("{}{path}?digest={digest}", cluster.url(3)))
+        .body(blob[2 * 1024 * 1024..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for n in [1, 2, 3] {
+        let r = c
+            .get(format!("{}/v2/spread/blobs/{digest}", cluster.url(n)))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.bytes().await.unwrap().as_ref() == blob.as_slice(),
+            "node {n}"
+        );
+    }
+}
