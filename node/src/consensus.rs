@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::{RaftMetrics, ReadPolicy};
+use openraft::raft::linearizable_read::LinearizerOption;
+use openraft::RaftMetrics;
 use stowage_proto::v1::{ReadIndexRequest, WriteRequest};
 use stowage_storage::meta::{Command, Outcome};
 use stowage_storage::types::NodeId;
@@ -29,6 +30,14 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 const READ_DEADLINE: Duration = Duration::from_secs(10);
 /// Between attempts while leadership settles.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How reads are linearized: the read index, confirmed by a quorum
+/// acknowledging a heartbeat sent after the read arrived (no reliance on
+/// clocks, unlike a lease), and that heartbeat is sent at once instead of
+/// waiting for the next periodic one.
+pub fn strict_read() -> LinearizerOption {
+    LinearizerOption::new(Some(Duration::ZERO), true)
+}
 
 pub struct Consensus {
     raft: Raft,
@@ -206,7 +215,7 @@ impl Consensus {
                 None => self.leader(deadline).await?,
             };
             if leader == self.id {
-                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                match self.raft.ensure_linearizable(strict_read()).await {
                     Ok(_) => return Ok(()),
                     Err(e) => match e.forward_to_leader() {
                         Some(f) => hint = f.leader_id.filter(|l| *l != self.id),

@@ -131,7 +131,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("listening for the cluster on {cluster_listen}"))?;
         let router = service::router(raft.clone(), store.clone(), ctx, snapshot_dir);
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc);
+            // Nagle's algorithm with delayed ACKs would stall small RPCs
+            // (heartbeats, read-index answers) by tens of milliseconds.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(rpc).with_nodelay(Some(true));
             let stopped = async {
                 let _ = cluster_stopped.await;
             };

@@ -20,10 +20,17 @@ pub struct TempFile {
 
 impl TempFile {
     pub fn create_in(dir: &Path) -> Result<Self> {
+        Self::create_in_with_flags(dir, 0)
+    }
+
+    /// A temp file opened with extra `open(2)` flags (such as O_DIRECT).
+    pub fn create_in_with_flags(dir: &Path, flags: i32) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(flags)
             .open(&path)
             .map_err(Error::io("create", &path))?;
         Ok(TempFile {
@@ -36,6 +43,12 @@ impl TempFile {
     /// The open file, for callers that stream into it.
     pub fn as_file_mut(&mut self) -> &mut File {
         &mut self.file
+    }
+
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(Error::io("truncate", &self.path))
     }
 
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
@@ -81,6 +94,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 pub fn sync_parent(path: &Path) -> Result<()> {
     match path.parent() {
+        // A bare relative name lives in the current directory.
+        Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new(".")),
         Some(parent) => sync_dir(parent),
         None => Ok(()),
     }
@@ -92,7 +107,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir_durable(parent)?;
     }
     match fs::create_dir(dir) {

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use openraft::{ChangeMembers, ReadPolicy, Snapshot};
+use openraft::{ChangeMembers, Snapshot};
 use stowage_proto::v1::chunks_server::{Chunks, ChunksServer};
 use stowage_proto::v1::cluster_server::{Cluster, ClusterServer};
 use stowage_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
@@ -188,7 +188,11 @@ impl Cluster for ClusterService {
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
         self.leader_only()?;
-        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        match self
+            .raft
+            .get_read_linearizer(crate::consensus::strict_read())
+            .await
+        {
             Ok(lin) => Ok(Response::new(ReadIndexReply {
                 index: lin.read_log_id().index(),
             })),

@@ -22,7 +22,11 @@ const FORWARDED: HeaderName = HeaderName::from_static("x-stowage-forwarded");
 
 fn client() -> &'static Client<HttpConnector, Incoming> {
     static CLIENT: OnceLock<Client<HttpConnector, Incoming>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
 }
 
 pub async fn forward(
