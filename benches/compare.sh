@@ -14,7 +14,8 @@
 # "all"), CLUSTER (0 skips the cluster), SKIP_BUILD=1 with STOWAGE=… and
 # BENCH=… (use existing binaries), KEEP=1 (keep data and logs), port bases
 # DIST_PORT, STOWAGE_PORT, CLUSTER_HTTP_BASE, CLUSTER_RPC_BASE,
-# READY_TIMEOUT (seconds per server).
+# READY_TIMEOUT (seconds per server), DROP_CACHES (0 keeps the page cache
+# before pull-large).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -160,6 +161,15 @@ BENCH_ARGS=(
   --duration-secs "$DURATION" --manifest-secs "$MANIFEST_SECS"
   --workload "$WORKLOADS"
 )
+# pull-large reads from storage for every registry alike: the page cache is
+# dropped first (root only), so a registry that just wrote through the
+# cache is not measured against one that wrote around it. pull-large-warm
+# repeats the pull with whatever the first pass cached.
+if [ "${DROP_CACHES:-1}" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then
+  BENCH_ARGS+=(--drop-caches)
+else
+  log "not dropping the page cache before pull-large (needs root; DROP_CACHES=0 disables)"
+fi
 
 # run_bench OUT_FILE PIDS TARGETS...
 run_bench() {

@@ -23,9 +23,10 @@ pub const TARGET_SHA256_SHARE: f64 = 0.5;
 pub const TARGET_RSS_MIB: f64 = 200.0;
 
 /// Workloads in the order the table lists them.
-const ORDER: [&str; 6] = [
+const ORDER: [&str; 7] = [
     "push-large",
     "pull-large",
+    "pull-large-warm",
     "push-many",
     "manifest-get-tag",
     "manifest-get-digest",
@@ -111,7 +112,7 @@ pub fn parse(label: &str, path: &str, text: &str) -> Result<Run> {
 /// requests, because registries differ in how many requests a push takes.
 fn headline(w: &WorkloadResult) -> (f64, &'static str) {
     match w.workload.as_str() {
-        "push-large" | "pull-large" => (w.mb_per_s, "MB/s"),
+        "push-large" | "pull-large" | "pull-large-warm" => (w.mb_per_s, "MB/s"),
         "push-many" => match w.extra.get("images_per_s") {
             Some(v) => (*v, "images/s"),
             None => (w.mb_per_s, "MB/s"),

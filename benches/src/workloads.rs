@@ -139,6 +139,8 @@ pub struct Config {
     pub rss_pids: Vec<u32>,
     /// Names this run's repositories and seeds its data.
     pub run_id: u64,
+    /// Drop the page cache before pull-large (see `--drop-caches`).
+    pub drop_caches: bool,
 }
 
 impl Config {
@@ -148,6 +150,24 @@ impl Config {
 
     fn seed(&self, kind: u64, index: u64) -> u64 {
         data::mix(data::mix(self.run_id ^ data::mix(kind)).wrapping_add(index))
+    }
+}
+
+/// The second pull-large pass, over whatever the first one left cached.
+pub const PULL_LARGE_WARM: &str = "pull-large-warm";
+
+/// Writes dirty pages back and drops the page cache, so the next reads come
+/// from the registry's storage. Needs root.
+fn drop_page_cache() -> Result<()> {
+    let synced = std::process::Command::new("sync").status();
+    let dropped = synced.is_ok_and(|s| s.success())
+        && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok();
+    if dropped {
+        Ok(())
+    } else {
+        Err(Error::Usage(
+            "--drop-caches needs root (writes /proc/sys/vm/drop_caches)",
+        ))
     }
 }
 
@@ -205,9 +225,15 @@ impl Runner {
                         .await
                         .map_err(|e| Error::Setup(e.into()))?;
                 }
+                if self.cfg.drop_caches {
+                    drop_page_cache()?;
+                }
                 let monitor = rss::Monitor::start(&self.cfg.rss_pids);
-                let r = self.pull_large().await;
-                vec![r?.with_rss(&monitor.finish())]
+                let cold = self.pull_large(Workload::PullLarge.name()).await;
+                let cold = cold?.with_rss(&monitor.finish());
+                let monitor = rss::Monitor::start(&self.cfg.rss_pids);
+                let warm = self.pull_large(PULL_LARGE_WARM).await;
+                vec![cold, warm?.with_rss(&monitor.finish())]
             }
             Workload::PushMany => {
                 let monitor = rss::Monitor::start(&self.cfg.rss_pids);
@@ -323,7 +349,7 @@ impl Runner {
         Ok(result)
     }
 
-    async fn pull_large(&mut self) -> Result<WorkloadResult> {
+    async fn pull_large(&mut self, name: &str) -> Result<WorkloadResult> {
         let reg = &self.reg;
         let set = self
             .large
@@ -351,7 +377,7 @@ impl Runner {
             }
         }
         Ok(WorkloadResult::new(
-            Workload::PullLarge.name(),
+            name,
             reg.targets(),
             &tally,
             started.elapsed(),

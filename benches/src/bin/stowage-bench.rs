@@ -75,6 +75,11 @@ struct Args {
     /// Skip the one-second single-core sha256 measurement.
     #[arg(long)]
     no_machine: bool,
+    /// Before pull-large, flush and drop the kernel's page cache (needs
+    /// root) so the pull reads what the registry stored, not what it just
+    /// wrote; pull-large-warm then repeats the pull with a warm cache.
+    #[arg(long)]
+    drop_caches: bool,
     /// Print runs side by side instead of running anything: LABEL=FILE of
     /// `--json` output (the first is the baseline), or LABEL=SKIPPED… .
     #[arg(long = "table", value_name = "LABEL=FILE", conflicts_with = "targets")]
@@ -157,6 +162,7 @@ async fn run_workloads(args: Args) -> Result<bool> {
         repo_prefix: args.repo_prefix.clone(),
         rss_pids: args.rss_pids.clone(),
         run_id,
+        drop_caches: args.drop_caches,
     };
     let mut runner = Runner::new(reg, cfg);
     let mut all_ok = true;

@@ -111,10 +111,11 @@ pub async fn run(
             let Some(h) = hello(peers, plan.id, peer).await else {
                 continue;
             };
-            if h.initialized && h.cluster_id.is_some() {
+            if h.initialized {
                 tracing::info!(
                     peer = %h.node_id,
-                    "peers already form a cluster; waiting to be added (stowage members add {}={}@{})",
+                    "peers already form a cluster: this node joins it if it is in their membership; \
+                     otherwise add it with `stowage members add {}={}@{}`",
                     plan.id, plan.me.zone, plan.me.rpc_addr
                 );
                 return Ok(());

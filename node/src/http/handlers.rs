@@ -113,7 +113,7 @@ pub async fn dispatch(
             start_upload(reg, &repo, query, headers, body).await
         }
         Endpoint::Upload { repo, id } if method == Method::GET => {
-            let size = reg.upload_offset(&repo, &id)?;
+            let size = reg.upload_offset(&repo, &id).await?;
             no_content(upload_headers(
                 builder(StatusCode::NO_CONTENT),
                 &repo,

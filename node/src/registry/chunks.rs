@@ -4,7 +4,7 @@
 //! verified local copy, else fetched from a node that has it (verified,
 //! kept), reading the next chunk while the current one is sent.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ const REMOTE_PUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// write is answered without them (they are then under-replicated).
 const STRAGGLER_GRACE: Duration = Duration::from_millis(500);
 const REMOTE_GET_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks read ahead of the one being sent: enough to keep the disk (or a
+/// peer) busy while the client drains the current one, few enough that a
+/// pull holds only a few chunks in memory.
+const READ_AHEAD_CHUNKS: usize = 3;
 
 /// How many copies a chunk gets, and how many must be durable before a
 /// write is acknowledged.
@@ -350,7 +354,7 @@ impl ChunkIo {
     }
 
     /// Streams bytes `start..end` of the blob made of `chunks`. The next
-    /// chunk is read while the current one is sent; a chunk that fails
+    /// chunks are read while the current one is sent; a chunk that fails
     /// verification everywhere ends the stream with an error, so a client
     /// never gets bytes that are not the blob's.
     pub fn stream(
@@ -385,10 +389,18 @@ impl ChunkIo {
                 let holders = holders.clone();
                 tokio::spawn(async move { this.get(id, &holders).await })
             };
-            let mut next = pieces.first().map(|p| fetch(p.0));
+            let mut ahead: VecDeque<_> = pieces
+                .iter()
+                .take(READ_AHEAD_CHUNKS)
+                .map(|p| fetch(p.0))
+                .collect();
             for i in 0..pieces.len() {
-                let Some(current) = next.take() else { break };
-                next = pieces.get(i + 1).map(|p| fetch(p.0));
+                let Some(current) = ahead.pop_front() else {
+                    break;
+                };
+                if let Some(p) = pieces.get(i + READ_AHEAD_CHUNKS) {
+                    ahead.push_back(fetch(p.0));
+                }
                 let data = match current.await {
                     Ok(Ok(d)) => d,
                     Ok(Err(e)) => {

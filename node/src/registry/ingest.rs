@@ -3,6 +3,8 @@
 //! stays flat whatever the blob size and hashing overlaps with fsync.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,6 +43,20 @@ pub struct Ingested {
     pub holders: BTreeSet<NodeId>,
 }
 
+/// A body fully received and hashed as far as it arrived; its last chunks
+/// may still be on their way to disk. `finish` waits for them.
+pub struct Received {
+    /// Bytes of the upload so far, this body included.
+    pub size_bytes: u64,
+    rest: Pin<Box<dyn Future<Output = Result<Ingested>> + Send>>,
+}
+
+impl Received {
+    pub async fn finish(self) -> Result<Ingested> {
+        self.rest.await
+    }
+}
+
 /// Nodes in both sets; `None` stands for "no chunk yet", the identity.
 fn intersect(acc: Option<BTreeSet<NodeId>>, next: &BTreeSet<NodeId>) -> Option<BTreeSet<NodeId>> {
     Some(match acc {
@@ -50,19 +66,40 @@ fn intersect(acc: Option<BTreeSet<NodeId>>, next: &BTreeSet<NodeId>) -> Option<B
 }
 
 impl Ingest {
-    /// Streams `body` into chunks. `limit_bytes`, when given, is the exact
-    /// number of bytes the client declared; a body of another length is
-    /// rejected (its chunks become garbage for the sweeper).
+    /// Streams `body` into chunks and waits until they are all stored.
+    /// `limit_bytes`, when given, is the exact number of bytes the client
+    /// declared; a body of another length is rejected (its chunks become
+    /// garbage for the sweeper).
     pub async fn body<B>(
         &self,
-        mut chunker: Chunker,
-        mut body: B,
+        chunker: Chunker,
+        body: B,
         limit_bytes: Option<u64>,
     ) -> Result<Ingested>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
+        self.receive(chunker, body, limit_bytes)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// Streams `body` into chunks and returns once it is all received,
+    /// leaving the last chunk writes to `Received::finish`: a client's next
+    /// request can then travel while they complete.
+    pub async fn receive<B>(
+        &self,
+        mut chunker: Chunker,
+        mut body: B,
+        limit_bytes: Option<u64>,
+    ) -> Result<Received>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let start_size = chunker.size_bytes();
         let mut received = 0u64;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_bytes = 0usize;
@@ -115,11 +152,15 @@ impl Ingest {
                 .iter()
                 .fold(None, intersect)
                 .unwrap_or_else(|| BTreeSet::from([chunks.me()]));
-            return Ok(Ingested {
+            let ingested = Ingested {
                 chunker,
                 chunks: written.into_iter().map(|(r, _)| r).collect(),
                 pins,
                 holders,
+            };
+            return Ok(Received {
+                size_bytes: ingested.chunker.size_bytes(),
+                rest: Box::pin(std::future::ready(Ok(ingested))),
             });
         }
 
@@ -186,15 +227,24 @@ impl Ingest {
         }
         .await;
         drop(frame_tx);
-        let chunker = hasher.await?;
-        let written = writer.await?;
-        fed?;
-        let (chunks, pins, holders) = written?;
-        Ok(Ingested {
-            chunker,
-            chunks,
-            pins,
-            holders,
+        let rest = async move {
+            let chunker = hasher.await?;
+            let (chunks, pins, holders) = writer.await??;
+            Ok(Ingested {
+                chunker,
+                chunks,
+                pins,
+                holders,
+            })
+        };
+        if let Err(e) = fed {
+            // Let the pipeline wind down before reporting the failure.
+            let _ = rest.await;
+            return Err(e);
+        }
+        Ok(Received {
+            size_bytes: start_size + received,
+            rest: Box::pin(rest),
         })
     }
 }

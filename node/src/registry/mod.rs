@@ -55,6 +55,9 @@ pub struct Registry {
     /// One lock per active upload session: two requests on one session
     /// would otherwise interleave their bytes.
     session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sessions whose background chunk writes failed, with why; their next
+    /// request ends them.
+    failed_sessions: Mutex<HashMap<String, String>>,
     peers: Arc<Peers>,
 }
 
@@ -101,6 +104,7 @@ impl Registry {
             chunks,
             ingest,
             session_locks: Mutex::new(HashMap::new()),
+            failed_sessions: Mutex::new(HashMap::new()),
             peers,
         })
     }

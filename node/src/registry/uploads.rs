@@ -12,6 +12,7 @@ use stowage_storage::meta::{ChunkRef, Command, Outcome};
 use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, NodeId, RepoName, UploadId};
 use stowage_storage::uploads::UploadSession;
 
+use super::ingest::{Ingested, Received};
 use super::{now_ms, Registry};
 use crate::error::{Error, Result};
 
@@ -35,6 +36,20 @@ impl Registry {
     }
 
     fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
+        if let Some(why) = self
+            .failed_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id.as_str())
+        {
+            // The bytes a client was told were taken did not reach the disk:
+            // the session cannot go on.
+            self.end_session(id)?;
+            tracing::warn!(upload = %id, %why, "ending an upload whose chunks could not be stored");
+            return Err(Error::BlobUploadInvalid(
+                "an earlier chunk of this upload could not be stored; start the upload again",
+            ));
+        }
         match self.store.uploads.get(id)? {
             Some(s) if &s.repo == repo => Ok(s),
             _ => Err(Error::BlobUploadUnknown),
@@ -57,14 +72,20 @@ impl Registry {
         Ok(id)
     }
 
-    /// Bytes received so far by a session.
-    pub fn upload_offset(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
+    /// Bytes received so far by a session (after its pending writes).
+    pub async fn upload_offset(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
+        let lock = self.session_lock(id);
+        let _held = lock.lock().await;
         Ok(self.load_session(repo, id)?.size)
     }
 
-    /// Appends a body to a session and returns the new size.
+    /// Appends a body to a session and returns the new size. The answer
+    /// goes out once the body is received and hashed; its last chunk writes
+    /// finish in the background while holding the session, so the client's
+    /// next request (which waits for them) can already be on its way. A
+    /// write that fails there fails the session's next request.
     pub async fn upload_append<B>(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         id: &UploadId,
         bounds: ChunkBounds,
@@ -74,20 +95,36 @@ impl Registry {
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        let lock = self.session_lock(id);
-        let _held = lock.lock().await;
+        let held = self.session_lock(id).lock_owned().await;
         let session = self.load_session(repo, id)?;
-        let session = self.append_to(id, session, bounds, body).await?;
-        Ok(session.size)
+        let received = self.receive_into(&session, bounds, body).await?;
+        let size = received.size_bytes;
+        let this = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let result = match received.finish().await {
+                Ok(got) => this.record_progress(&id, session, got),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                this.failed_sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.as_str().to_owned(), e.to_string());
+            }
+            drop(held);
+        });
+        Ok(size)
     }
 
-    async fn append_to<B>(
+    /// Starts taking a body into a session, checking it continues where the
+    /// session stands.
+    async fn receive_into<B>(
         &self,
-        id: &UploadId,
-        mut session: UploadSession,
+        session: &UploadSession,
         bounds: ChunkBounds,
         body: B,
-    ) -> Result<UploadSession>
+    ) -> Result<Received>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
@@ -102,7 +139,35 @@ impl Registry {
         }
         let hasher = DigestHasher::from_state(&session.hasher)?;
         let chunker = Chunker::resume(hasher, session.size, self.settings.chunk_size_bytes);
-        let got = self.ingest.body(chunker, body, bounds.len).await?;
+        self.ingest.receive(chunker, body, bounds.len).await
+    }
+
+    async fn append_to<B>(
+        &self,
+        id: &UploadId,
+        session: UploadSession,
+        bounds: ChunkBounds,
+        body: B,
+    ) -> Result<UploadSession>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let got = self
+            .receive_into(&session, bounds, body)
+            .await?
+            .finish()
+            .await?;
+        self.record_progress(id, session, got)
+    }
+
+    /// Adds stored chunks to a session and persists it.
+    fn record_progress(
+        &self,
+        id: &UploadId,
+        mut session: UploadSession,
+        got: Ingested,
+    ) -> Result<UploadSession> {
         session.size = got.chunker.size_bytes();
         let wrote_chunks = !got.chunks.is_empty();
         session.chunks.extend(got.chunks);
@@ -181,6 +246,7 @@ impl Registry {
     }
 
     pub async fn upload_cancel(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        // Waits for pending writes, so a cancel is final.
         let lock = self.session_lock(id);
         let _held = lock.lock().await;
         self.load_session(repo, id)?;
