@@ -33,9 +33,8 @@ pub struct Ingest {
     pub write_permits: Arc<Semaphore>,
 }
 
-/// What one body added to an upload.
-pub struct Ingested {
-    pub chunker: Chunker,
+/// The chunks of one body, durably stored.
+pub struct Stored {
     pub chunks: Vec<ChunkRef>,
     /// Hold until the chunks are referenced by something durable.
     pub pins: Pins,
@@ -43,18 +42,14 @@ pub struct Ingested {
     pub holders: BTreeSet<NodeId>,
 }
 
-/// A body fully received and hashed as far as it arrived; its last chunks
-/// may still be on their way to disk. `finish` waits for them.
-pub struct Received {
-    /// Bytes of the upload so far, this body included.
-    pub size_bytes: u64,
-    rest: Pin<Box<dyn Future<Output = Result<Ingested>> + Send>>,
-}
+pub type StoredFuture = Pin<Box<dyn Future<Output = Result<Stored>> + Send>>;
 
-impl Received {
-    pub async fn finish(self) -> Result<Ingested> {
-        self.rest.await
-    }
+/// A body fully received and hashed; its last chunks may still be on their
+/// way to disk, which `stored` resolves once they are.
+pub struct Received {
+    /// The hash state and size after this body.
+    pub chunker: Chunker,
+    pub stored: StoredFuture,
 }
 
 /// Nodes in both sets; `None` stands for "no chunk yet", the identity.
@@ -75,20 +70,18 @@ impl Ingest {
         chunker: Chunker,
         body: B,
         limit_bytes: Option<u64>,
-    ) -> Result<Ingested>
+    ) -> Result<(Chunker, Stored)>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        self.receive(chunker, body, limit_bytes)
-            .await?
-            .finish()
-            .await
+        let received = self.receive(chunker, body, limit_bytes).await?;
+        Ok((received.chunker, received.stored.await?))
     }
 
-    /// Streams `body` into chunks and returns once it is all received,
-    /// leaving the last chunk writes to `Received::finish`: a client's next
-    /// request can then travel while they complete.
+    /// Streams `body` into chunks and returns once it is all received and
+    /// hashed, leaving the last chunk writes to `Received::stored`: a
+    /// client's next request can then be taken while they complete.
     pub async fn receive<B>(
         &self,
         mut chunker: Chunker,
@@ -99,7 +92,6 @@ impl Ingest {
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        let start_size = chunker.size_bytes();
         let mut received = 0u64;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_bytes = 0usize;
@@ -152,15 +144,14 @@ impl Ingest {
                 .iter()
                 .fold(None, intersect)
                 .unwrap_or_else(|| BTreeSet::from([chunks.me()]));
-            let ingested = Ingested {
-                chunker,
+            let stored = Stored {
                 chunks: written.into_iter().map(|(r, _)| r).collect(),
                 pins,
                 holders,
             };
             return Ok(Received {
-                size_bytes: ingested.chunker.size_bytes(),
-                rest: Box::pin(std::future::ready(Ok(ingested))),
+                chunker,
+                stored: Box::pin(std::future::ready(Ok(stored))),
             });
         }
 
@@ -227,11 +218,11 @@ impl Ingest {
         }
         .await;
         drop(frame_tx);
-        let rest = async move {
-            let chunker = hasher.await?;
+        // Hashing ends soon after the body does; the writes may take longer.
+        let chunker = hasher.await?;
+        let stored = async move {
             let (chunks, pins, holders) = writer.await??;
-            Ok(Ingested {
-                chunker,
+            Ok(Stored {
                 chunks,
                 pins,
                 holders,
@@ -239,12 +230,12 @@ impl Ingest {
         };
         if let Err(e) = fed {
             // Let the pipeline wind down before reporting the failure.
-            let _ = rest.await;
+            let _ = stored.await;
             return Err(e);
         }
         Ok(Received {
-            size_bytes: start_size + received,
-            rest: Box::pin(rest),
+            chunker,
+            stored: Box::pin(stored),
         })
     }
 }

@@ -52,12 +52,8 @@ pub struct Registry {
     consensus: Arc<Consensus>,
     chunks: Arc<ChunkIo>,
     ingest: Ingest,
-    /// One lock per active upload session: two requests on one session
-    /// would otherwise interleave their bytes.
-    session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Sessions whose background chunk writes failed, with why; their next
-    /// request ends them.
-    failed_sessions: Mutex<HashMap<String, String>>,
+    /// Upload sessions in use on this node (see `uploads::Active`).
+    active_sessions: Mutex<HashMap<String, Arc<uploads::Active>>>,
     peers: Arc<Peers>,
 }
 
@@ -103,8 +99,7 @@ impl Registry {
             consensus,
             chunks,
             ingest,
-            session_locks: Mutex::new(HashMap::new()),
-            failed_sessions: Mutex::new(HashMap::new()),
+            active_sessions: Mutex::new(HashMap::new()),
             peers,
         })
     }

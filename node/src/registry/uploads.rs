@@ -1,7 +1,8 @@
 //! Upload sessions: open, append (PATCH), report progress, finish (PUT with
 //! the digest) and cancel, plus monolithic single-request uploads. A session
-//! persists its chunk list and hash state after every request, so it
-//! survives a restart of its node.
+//! record names its stored chunks and hash state, so it survives a restart
+//! of its node; while a session is in use, a committer task adds each
+//! request's chunks to the record as their writes complete.
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use stowage_storage::chunker::Chunker;
 use stowage_storage::meta::{ChunkRef, Command, Outcome};
 use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, NodeId, RepoName, UploadId};
 use stowage_storage::uploads::UploadSession;
+use tokio::sync::{mpsc, oneshot};
 
-use super::ingest::{Ingested, Received};
+use super::ingest::{Received, Stored, StoredFuture};
 use super::{now_ms, Registry};
 use crate::error::{Error, Result};
 
@@ -24,35 +26,144 @@ pub struct ChunkBounds {
     pub len: Option<u64>,
 }
 
+/// A session in use on this node: requests on it take `gate` in turn; the
+/// chunks of each request are committed to the session record, in order, by
+/// the session's committer task while the next request is already taken.
+pub(crate) struct Active {
+    gate: tokio::sync::Mutex<View>,
+    commits: mpsc::UnboundedSender<Commit>,
+}
+
+/// Where a session stands, counting bytes whose chunks are still being
+/// written: what the next request continues from.
+struct View {
+    size: u64,
+    hasher: Vec<u8>,
+}
+
+enum Commit {
+    /// One request's chunks, with the session's size and hash state after
+    /// them.
+    Batch {
+        size: u64,
+        hasher: Vec<u8>,
+        stored: StoredFuture,
+    },
+    /// Answers once everything sent before is committed (or failed).
+    Barrier(oneshot::Sender<Result<(), String>>),
+}
+
 impl Registry {
-    fn session_lock(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.session_locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(id.as_str().to_owned()).or_default().clone()
-    }
-
-    fn forget_session_lock(&self, id: &UploadId) {
-        let mut locks = self.session_locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.remove(id.as_str());
-    }
-
-    fn load_session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
-        if let Some(why) = self
-            .failed_sessions
+    /// The active state of a session, loaded from its record on first use.
+    fn active(self: &Arc<Self>, repo: &RepoName, id: &UploadId) -> Result<Arc<Active>> {
+        let mut sessions = self
+            .active_sessions
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id.as_str())
-        {
-            // The bytes a client was told were taken did not reach the disk:
-            // the session cannot go on.
-            self.end_session(id)?;
-            tracing::warn!(upload = %id, %why, "ending an upload whose chunks could not be stored");
-            return Err(Error::BlobUploadInvalid(
-                "an earlier chunk of this upload could not be stored; start the upload again",
-            ));
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = sessions.get(id.as_str()) {
+            return Ok(a.clone());
         }
-        match self.store.uploads.get(id)? {
-            Some(s) if &s.repo == repo => Ok(s),
-            _ => Err(Error::BlobUploadUnknown),
+        let record = match self.store.uploads.get(id)? {
+            Some(s) if &s.repo == repo => s,
+            _ => return Err(Error::BlobUploadUnknown),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let active = Arc::new(Active {
+            gate: tokio::sync::Mutex::new(View {
+                size: record.size,
+                hasher: record.hasher.clone(),
+            }),
+            commits: tx,
+        });
+        sessions.insert(id.as_str().to_owned(), active.clone());
+        tokio::spawn(self.clone().commit_loop(id.clone(), record, rx));
+        Ok(active)
+    }
+
+    /// Commits a session's batches in order: waits for each batch's chunk
+    /// writes, then stores the session record naming them. The first
+    /// failure sticks: later batches are dropped and barriers report it.
+    async fn commit_loop(
+        self: Arc<Self>,
+        id: UploadId,
+        mut record: UploadSession,
+        mut rx: mpsc::UnboundedReceiver<Commit>,
+    ) {
+        let mut failed: Option<String> = None;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Commit::Batch {
+                    size,
+                    hasher,
+                    stored,
+                } => {
+                    let result = match stored.await {
+                        Ok(stored) if failed.is_none() => {
+                            self.commit(&id, &mut record, size, hasher, stored)
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(upload = %id, error = %e, "chunks of an upload could not be stored");
+                        failed.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                Commit::Barrier(tx) => {
+                    let _ = tx.send(failed.clone().map_or(Ok(()), Err));
+                }
+            }
+        }
+    }
+
+    /// Adds one batch of stored chunks to the session record and persists
+    /// it, unless the session ended meanwhile.
+    fn commit(
+        &self,
+        id: &UploadId,
+        record: &mut UploadSession,
+        size: u64,
+        hasher: Vec<u8>,
+        stored: Stored,
+    ) -> Result<()> {
+        if self.store.uploads.get(id)?.is_none() {
+            return Ok(());
+        }
+        record.size = size;
+        record.hasher = hasher;
+        record.updated_ms = now_ms();
+        if !stored.chunks.is_empty() {
+            record.holders = Some(match record.holders.take() {
+                None => stored.holders.iter().copied().collect(),
+                Some(h) => h
+                    .into_iter()
+                    .filter(|n| stored.holders.contains(n))
+                    .collect(),
+            });
+        }
+        record.chunks.extend(stored.chunks);
+        // Once the record names the chunks, the sweeper sees them there.
+        self.store.uploads.put(id, record)?;
+        drop(stored.pins);
+        Ok(())
+    }
+
+    /// Waits until every batch sent so far is committed.
+    async fn settle(&self, active: &Active) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        active
+            .commits
+            .send(Commit::Barrier(tx))
+            .map_err(|_| Error::Unavailable("the upload's committer stopped".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                tracing::warn!(%why, "ending an upload whose chunks could not be stored");
+                Err(Error::BlobUploadInvalid(
+                    "a chunk of this upload could not be stored; start the upload again",
+                ))
+            }
+            Err(_) => Err(Error::Unavailable("the upload's committer stopped".into())),
         }
     }
 
@@ -72,18 +183,53 @@ impl Registry {
         Ok(id)
     }
 
-    /// Bytes received so far by a session (after its pending writes).
-    pub async fn upload_offset(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
-        let lock = self.session_lock(id);
-        let _held = lock.lock().await;
-        Ok(self.load_session(repo, id)?.size)
+    /// Bytes a session has taken.
+    pub async fn upload_offset(self: &Arc<Self>, repo: &RepoName, id: &UploadId) -> Result<u64> {
+        let active = self.active(repo, id)?;
+        let view = active.gate.lock().await;
+        Ok(view.size)
     }
 
-    /// Appends a body to a session and returns the new size. The answer
-    /// goes out once the body is received and hashed; its last chunk writes
-    /// finish in the background while holding the session, so the client's
-    /// next request (which waits for them) can already be on its way. A
-    /// write that fails there fails the session's next request.
+    /// Takes a body into a session (under its gate) and hands its chunk
+    /// writes to the committer: the answer goes out once the body is
+    /// received and hashed, and the client's next request is taken while
+    /// the writes complete. Returns the session's new size.
+    async fn take_body<B>(
+        &self,
+        active: &Active,
+        view: &mut View,
+        bounds: ChunkBounds,
+        body: B,
+    ) -> Result<u64>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        if let Some(start) = bounds.start {
+            if start != view.size {
+                return Err(Error::UploadOutOfOrder {
+                    offset: view.size,
+                    start,
+                });
+            }
+        }
+        let hasher = DigestHasher::from_state(&view.hasher)?;
+        let chunker = Chunker::resume(hasher, view.size, self.settings.chunk_size_bytes);
+        let Received { chunker, stored } = self.ingest.receive(chunker, body, bounds.len).await?;
+        view.size = chunker.size_bytes();
+        view.hasher = chunker.into_hasher().to_state();
+        active
+            .commits
+            .send(Commit::Batch {
+                size: view.size,
+                hasher: view.hasher.clone(),
+                stored,
+            })
+            .map_err(|_| Error::Unavailable("the upload's committer stopped".into()))?;
+        Ok(view.size)
+    }
+
+    /// Appends a body to a session and returns the new size.
     pub async fn upload_append<B>(
         self: &Arc<Self>,
         repo: &RepoName,
@@ -95,100 +241,16 @@ impl Registry {
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        let held = self.session_lock(id).lock_owned().await;
-        let session = self.load_session(repo, id)?;
-        let received = self.receive_into(&session, bounds, body).await?;
-        let size = received.size_bytes;
-        let this = self.clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            let result = match received.finish().await {
-                Ok(got) => this.record_progress(&id, session, got),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                this.failed_sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id.as_str().to_owned(), e.to_string());
-            }
-            drop(held);
-        });
-        Ok(size)
+        let active = self.active(repo, id)?;
+        let mut view = active.gate.lock().await;
+        self.take_body(&active, &mut view, bounds, body).await
     }
 
-    /// Starts taking a body into a session, checking it continues where the
-    /// session stands.
-    async fn receive_into<B>(
-        &self,
-        session: &UploadSession,
-        bounds: ChunkBounds,
-        body: B,
-    ) -> Result<Received>
-    where
-        B: Body<Data = Bytes> + Unpin + Send,
-        B::Error: std::fmt::Display,
-    {
-        if let Some(start) = bounds.start {
-            if start != session.size {
-                return Err(Error::UploadOutOfOrder {
-                    offset: session.size,
-                    start,
-                });
-            }
-        }
-        let hasher = DigestHasher::from_state(&session.hasher)?;
-        let chunker = Chunker::resume(hasher, session.size, self.settings.chunk_size_bytes);
-        self.ingest.receive(chunker, body, bounds.len).await
-    }
-
-    async fn append_to<B>(
-        &self,
-        id: &UploadId,
-        session: UploadSession,
-        bounds: ChunkBounds,
-        body: B,
-    ) -> Result<UploadSession>
-    where
-        B: Body<Data = Bytes> + Unpin + Send,
-        B::Error: std::fmt::Display,
-    {
-        let got = self
-            .receive_into(&session, bounds, body)
-            .await?
-            .finish()
-            .await?;
-        self.record_progress(id, session, got)
-    }
-
-    /// Adds stored chunks to a session and persists it.
-    fn record_progress(
-        &self,
-        id: &UploadId,
-        mut session: UploadSession,
-        got: Ingested,
-    ) -> Result<UploadSession> {
-        session.size = got.chunker.size_bytes();
-        let wrote_chunks = !got.chunks.is_empty();
-        session.chunks.extend(got.chunks);
-        session.hasher = got.chunker.into_hasher().to_state();
-        session.updated_ms = now_ms();
-        if wrote_chunks {
-            session.holders = Some(match session.holders.take() {
-                None => got.holders.iter().copied().collect(),
-                Some(h) => h.into_iter().filter(|n| got.holders.contains(n)).collect(),
-            });
-        }
-        // Once the session names the chunks, the sweeper sees them there.
-        self.store.uploads.put(id, &session)?;
-        drop(got.pins);
-        Ok(session)
-    }
-
-    /// Appends the final body (if any), checks the digest and records the
-    /// blob. Only a committed blob record makes the upload acknowledged.
+    /// Appends the final body (if any), waits for every chunk, checks the
+    /// digest and records the blob. Only a committed blob record makes the
+    /// upload acknowledged.
     pub async fn upload_finish<B>(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         id: &UploadId,
         digest: &Digest,
@@ -199,10 +261,18 @@ impl Registry {
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        let lock = self.session_lock(id);
-        let _held = lock.lock().await;
-        let session = self.load_session(repo, id)?;
-        let session = self.append_to(id, session, bounds, body).await?;
+        let active = self.active(repo, id)?;
+        let mut view = active.gate.lock().await;
+        self.take_body(&active, &mut view, bounds, body).await?;
+        if let Err(e) = self.settle(&active).await {
+            self.end_session(id)?;
+            return Err(e);
+        }
+        let session = self
+            .store
+            .uploads
+            .get(id)?
+            .ok_or(Error::BlobUploadUnknown)?;
         let hasher = DigestHasher::from_state(&session.hasher)?;
         let actual = if hasher.algorithm() == digest.algorithm() {
             hasher.finish()
@@ -218,8 +288,8 @@ impl Registry {
                 actual,
             });
         }
-        // The session keeps its chunks from the sweeper until the blob
-        // record references them.
+        // The session record keeps its chunks from the sweeper until the
+        // blob record references them.
         let holders = session
             .holders
             .unwrap_or_else(|| vec![self.settings.node_id]);
@@ -230,7 +300,11 @@ impl Registry {
 
     fn end_session(&self, id: &UploadId) -> Result<()> {
         self.store.uploads.remove(id)?;
-        self.forget_session_lock(id);
+        // Dropping the sender ends the committer once it is idle.
+        self.active_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id.as_str());
         Ok(())
     }
 
@@ -245,11 +319,11 @@ impl Registry {
         Ok(h.finish())
     }
 
-    pub async fn upload_cancel(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        // Waits for pending writes, so a cancel is final.
-        let lock = self.session_lock(id);
-        let _held = lock.lock().await;
-        self.load_session(repo, id)?;
+    pub async fn upload_cancel(self: &Arc<Self>, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let active = self.active(repo, id)?;
+        let _view = active.gate.lock().await;
+        // Whatever its writes did, the session ends here.
+        let _ = self.settle(&active).await;
         self.end_session(id)
     }
 
@@ -266,18 +340,18 @@ impl Registry {
         B::Error: std::fmt::Display,
     {
         let chunker = Chunker::new(digest.algorithm(), self.settings.chunk_size_bytes);
-        let got = self.ingest.body(chunker, body, len).await?;
-        let actual = got.chunker.digest();
+        let (chunker, stored) = self.ingest.body(chunker, body, len).await?;
+        let actual = chunker.digest();
         if &actual != digest {
             return Err(Error::DigestMismatch {
                 expected: digest.clone(),
                 actual,
             });
         }
-        let holders = got.holders.iter().copied().collect();
-        self.record_blob(repo, digest, got.chunker.size_bytes(), got.chunks, holders)
+        let holders = stored.holders.iter().copied().collect();
+        self.record_blob(repo, digest, chunker.size_bytes(), stored.chunks, holders)
             .await?;
-        drop(got.pins);
+        drop(stored.pins);
         Ok(())
     }
 
@@ -310,7 +384,7 @@ impl Registry {
         let cutoff = now_ms().saturating_sub(expiry_ms);
         for id in self.store.uploads.idle_since(cutoff)? {
             tracing::info!(upload = %id, "expiring an abandoned upload");
-            self.store.uploads.remove(&id)?;
+            self.end_session(&id)?;
         }
         let mut live = std::collections::HashSet::new();
         self.store.uploads.for_each_chunk(|c| {
