@@ -7,6 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // cannot race with another reader.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/stowage.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // Chunk and snapshot pieces are sliced from larger buffers; `Bytes`
+        // fields carry those slices without copying them.
+        .bytes(".")
+        .compile_protos(&["proto/stowage.proto"], &["proto"])?;
     Ok(())
 }

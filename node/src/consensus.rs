@@ -173,7 +173,7 @@ impl Consensus {
             .map_err(|e| Forward::Failed(e.to_string()))?;
         let reply = client
             .write(WriteRequest {
-                command: encode(cmd),
+                command: encode(cmd).into(),
             })
             .await
             .map_err(forward_failure)?

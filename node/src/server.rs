@@ -129,7 +129,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let rpc = TcpListener::bind(cluster_listen)
             .await
             .with_context(|| format!("listening for the cluster on {cluster_listen}"))?;
-        let router = service::router(raft.clone(), store.clone(), ctx, snapshot_dir);
+        let router = service::router(
+            raft.clone(),
+            store.clone(),
+            ctx,
+            snapshot_dir,
+            config.chunk_size_bytes,
+            config.max_inflight_chunk_writes,
+        );
         tokio::spawn(async move {
             // Nagle's algorithm with delayed ACKs would stall small RPCs
             // (heartbeats, read-index answers) by tens of milliseconds.

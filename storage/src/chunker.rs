@@ -15,7 +15,7 @@ pub const DEFAULT_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 
 /// An empty buffer for `capacity` bytes whose first byte is aligned for
 /// O_DIRECT, so a full chunk goes to disk without another copy.
-fn aligned_buffer(capacity: usize) -> BytesMut {
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
     let mut b = BytesMut::with_capacity(capacity + DIRECT_IO_ALIGN);
     let off = b.as_ptr().align_offset(DIRECT_IO_ALIGN);
     b.resize(off, 0);

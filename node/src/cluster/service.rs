@@ -18,6 +18,7 @@ use stowage_proto::v1::{
     HelloRequest, PutChunkReply, RaftPayload, ReadIndexReply, ReadIndexRequest, SnapshotPiece,
     WriteReply, WriteRequest,
 };
+use stowage_storage::chunker::aligned_buffer;
 use stowage_storage::durable::TempFile;
 use stowage_storage::meta::Command;
 use stowage_storage::types::{ChunkId, NodeId, Zone};
@@ -79,7 +80,7 @@ impl RaftRpc for RaftService {
         let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
         let result = self.raft.append_entries(rpc).await;
         Ok(Response::new(RaftPayload {
-            data: encode(&result),
+            data: encode(&result).into(),
         }))
     }
 
@@ -87,7 +88,7 @@ impl RaftRpc for RaftService {
         let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
         let result = self.raft.vote(rpc).await;
         Ok(Response::new(RaftPayload {
-            data: encode(&result),
+            data: encode(&result).into(),
         }))
     }
 
@@ -131,7 +132,7 @@ impl RaftRpc for RaftService {
         };
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
         Ok(Response::new(RaftPayload {
-            data: encode(&result),
+            data: encode(&result).into(),
         }))
     }
 }
@@ -173,7 +174,7 @@ impl Cluster for ClusterService {
         let cmd: Command = decode(&req.into_inner().command).map_err(bad_request)?;
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(Response::new(WriteReply {
-                outcome: encode(&resp.data),
+                outcome: encode(&resp.data).into(),
                 log_index: resp.log_id.index,
             })),
             Err(e) => match e.forward_to_leader() {
@@ -239,9 +240,20 @@ pub async fn change_members(raft: &Raft, change: MemberChange) -> Result<String,
 
 pub struct ChunksService {
     store: Arc<Store>,
+    /// Bounds the chunks this node buffers for peers at once, and so the
+    /// memory their uploads can make it hold.
+    inbound: Arc<tokio::sync::Semaphore>,
+    chunk_size_bytes: usize,
 }
 
 type PieceStream = Pin<Box<dyn Stream<Item = Result<ChunkPiece, Status>> + Send>>;
+
+fn chunk_id_of(bytes: &[u8]) -> Result<ChunkId, Status> {
+    let id: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
+    Ok(ChunkId::from_bytes(id))
+}
 
 #[tonic::async_trait]
 impl Chunks for ChunksService {
@@ -249,24 +261,28 @@ impl Chunks for ChunksService {
         &self,
         req: Request<Streaming<ChunkPiece>>,
     ) -> Result<Response<PutChunkReply>, Status> {
+        let _permit = self
+            .inbound
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
         let mut stream = req.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| bad_request("empty chunk stream"))?;
-        let id_bytes: [u8; 32] = first
-            .chunk_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
-        let id = ChunkId::from_bytes(id_bytes);
-        let mut data = first.data;
+        let id = chunk_id_of(&first.chunk_id)?;
+        // Aligned like the chunker's buffers, so the chunk goes to disk
+        // with O_DIRECT without another copy.
+        let mut data = aligned_buffer(self.chunk_size_bytes);
+        data.extend_from_slice(&first.data);
         while let Some(piece) = stream.message().await? {
             if data.len() + piece.data.len() > MAX_CHUNK_BYTES {
                 return Err(bad_request("chunk too large"));
             }
             data.extend_from_slice(&piece.data);
         }
+        let data = data.freeze();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.chunks.put_verified(id, &data))
             .await
@@ -281,13 +297,7 @@ impl Chunks for ChunksService {
     type GetStream = PieceStream;
 
     async fn get(&self, req: Request<GetChunkRequest>) -> Result<Response<PieceStream>, Status> {
-        let id_bytes: [u8; 32] = req
-            .into_inner()
-            .chunk_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
-        let id = ChunkId::from_bytes(id_bytes);
+        let id = chunk_id_of(&req.into_inner().chunk_id)?;
         let store = self.store.clone();
         let data = tokio::task::spawn_blocking(move || store.chunks.get(&id))
             .await
@@ -296,17 +306,18 @@ impl Chunks for ChunksService {
                 stowage_storage::Error::ChunkMissing(_) => Status::not_found(e.to_string()),
                 other => internal(other),
             })?;
-        let pieces: Vec<Result<ChunkPiece, Status>> = data
-            .chunks(CHUNK_PIECE_BYTES)
-            .enumerate()
-            .map(|(i, p)| {
+        let id_bytes = bytes::Bytes::copy_from_slice(id.as_bytes());
+        let pieces: Vec<Result<ChunkPiece, Status>> = (0..data.len().max(1))
+            .step_by(CHUNK_PIECE_BYTES)
+            .map(|start| {
                 Ok(ChunkPiece {
-                    chunk_id: if i == 0 {
-                        id_bytes.to_vec()
+                    chunk_id: if start == 0 {
+                        id_bytes.clone()
                     } else {
-                        Vec::new()
+                        bytes::Bytes::new()
                     },
-                    data: p.to_vec(),
+                    data: data
+                        .slice(start.min(data.len())..(start + CHUNK_PIECE_BYTES).min(data.len())),
                 })
             })
             .collect();
@@ -320,6 +331,10 @@ pub fn router(
     store: Arc<Store>,
     ctx: NodeCtx,
     snapshot_dir: std::path::PathBuf,
+    chunk_size_bytes: usize,
+    // Chunks taken from peers at once, each buffered whole before it is
+    // written and verified: the same bound as this node's own writes.
+    inbound_chunk_writes: usize,
 ) -> tonic::transport::server::Router {
     let raft_svc = RaftServer::new(RaftService {
         raft: raft.clone(),
@@ -334,9 +349,13 @@ pub fn router(
     })
     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let chunks_svc = ChunksServer::new(ChunksService { store })
-        .max_decoding_message_size(4 * CHUNK_PIECE_BYTES)
-        .max_encoding_message_size(4 * CHUNK_PIECE_BYTES);
+    let chunks_svc = ChunksServer::new(ChunksService {
+        store,
+        inbound: Arc::new(tokio::sync::Semaphore::new(inbound_chunk_writes.max(1))),
+        chunk_size_bytes,
+    })
+    .max_decoding_message_size(4 * CHUNK_PIECE_BYTES)
+    .max_encoding_message_size(4 * CHUNK_PIECE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft_svc)

@@ -102,7 +102,9 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = tonic::Request::new(RaftPayload { data: encode(&rpc) });
+        let mut req = tonic::Request::new(RaftPayload {
+            data: encode(&rpc).into(),
+        });
         req.set_timeout(option.hard_ttl());
         let resp = self
             .client()?
@@ -117,7 +119,9 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = tonic::Request::new(RaftPayload { data: encode(&rpc) });
+        let mut req = tonic::Request::new(RaftPayload {
+            data: encode(&rpc).into(),
+        });
         req.set_timeout(option.hard_ttl());
         let resp = self
             .client()?
@@ -147,7 +151,7 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
             use std::io::{Seek, SeekFrom};
             file.seek(SeekFrom::Start(0))?;
             let first = SnapshotPiece {
-                piece: Some(Piece::Header(header)),
+                piece: Some(Piece::Header(header.into())),
             };
             if tx.blocking_send(first).is_err() {
                 return Ok(());
@@ -159,7 +163,7 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
                     return Ok(());
                 }
                 let piece = SnapshotPiece {
-                    piece: Some(Piece::Data(buf[..n].to_vec())),
+                    piece: Some(Piece::Data(bytes::Bytes::copy_from_slice(&buf[..n]))),
                 };
                 if tx.blocking_send(piece).is_err() {
                     return Ok(());

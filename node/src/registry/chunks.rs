@@ -228,21 +228,23 @@ impl ChunkIo {
         data: Bytes,
     ) -> Result<(), String> {
         let mut client = self.peers.chunks(target, addr).map_err(|e| e.to_string())?;
+        // Pieces are slices of the chunk's buffer, not copies.
+        let id_bytes = Bytes::copy_from_slice(id.as_bytes());
         let pieces: Vec<ChunkPiece> = if data.is_empty() {
             vec![ChunkPiece {
-                chunk_id: id.as_bytes().to_vec(),
-                data: Vec::new(),
+                chunk_id: id_bytes,
+                data: Bytes::new(),
             }]
         } else {
-            data.chunks(CHUNK_PIECE_BYTES)
-                .enumerate()
-                .map(|(i, p)| ChunkPiece {
-                    chunk_id: if i == 0 {
-                        id.as_bytes().to_vec()
+            (0..data.len())
+                .step_by(CHUNK_PIECE_BYTES)
+                .map(|start| ChunkPiece {
+                    chunk_id: if start == 0 {
+                        id_bytes.clone()
                     } else {
-                        Vec::new()
+                        Bytes::new()
                     },
-                    data: p.to_vec(),
+                    data: data.slice(start..(start + CHUNK_PIECE_BYTES).min(data.len())),
                 })
                 .collect()
         };
@@ -335,7 +337,7 @@ impl ChunkIo {
     async fn fetch_from(&self, node: NodeId, addr: &str, id: ChunkId) -> Result<Bytes, String> {
         let mut client = self.peers.chunks(node, addr).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(GetChunkRequest {
-            chunk_id: id.as_bytes().to_vec(),
+            chunk_id: Bytes::copy_from_slice(id.as_bytes()),
         });
         req.set_timeout(REMOTE_GET_TIMEOUT);
         let mut stream = client
