@@ -3,24 +3,15 @@
 //! stderr in a log file next to its data, and waits on the nodes' own HTTP
 //! answers (`/readyz`, `/_stowage/status`), never on fixed sleeps.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::oci::client;
+pub use crate::process::free_port;
 use crate::process::{stowage_bin, Node};
 
 /// Raft timing for tests: failures are detected in a few hundred ms.
 const FAST_RAFT_TOML: &str = "raft_heartbeat_ms = 50\nraft_election_timeout_ms = 400\n";
-
-/// A free loopback port (bound and released; the OS hands out ports in
-/// sequence, so reuse before the node binds it is very unlikely).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 pub struct Member {
     pub id: u64,

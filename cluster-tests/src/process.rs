@@ -5,13 +5,36 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 /// How long a node gets to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free loopback port for a node to listen on. Ports come from below the
+/// kernel's ephemeral range (where outgoing connections take theirs), each
+/// handed out once per test process, so a node restarted on its port does
+/// not find it taken by another test's node or connection.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + u16::try_from(std::process::id() % 8_000).unwrap_or(0),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// The `stowage` binary: `$STOWAGE_BIN`, else the one beside this test
 /// executable's profile directory, built first so it is current.
@@ -53,7 +76,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// A fresh node on port 0 with a temporary data directory.
+    /// A fresh node on a free port with a temporary data directory.
     pub fn start(bin: &Path) -> Node {
         Self::start_with(bin, &[])
     }
@@ -66,11 +89,12 @@ impl Node {
         n
     }
 
-    /// A node on port 0 with the given data directory and extra flags.
+    /// A node on a free port with the given data directory and extra flags.
     pub fn spawn(bin: &Path, data_dir: &Path, extra: &[&str]) -> Node {
         let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::launch(bin, data_dir, args, "127.0.0.1:0", None)
+        let listen = format!("127.0.0.1:{}", free_port());
+        Self::launch(bin, data_dir, args, &listen, None)
     }
 
     /// A node with exactly these `serve` arguments (plus `--listen`), its
@@ -139,7 +163,18 @@ impl Node {
                 Err(_) => {
                     let _ = child.kill();
                     let status = child.wait().expect("wait");
-                    assert!(attempt < 19, "stowage did not start: {status}");
+                    if attempt == 19 {
+                        let log = self
+                            .log
+                            .as_ref()
+                            .and_then(|p| std::fs::read_to_string(p).ok())
+                            .unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                        panic!(
+                            "stowage did not start: {status}; its log ends:\n{}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(250));
                 }
             }

@@ -23,6 +23,8 @@ pub struct Status {
     pub last_applied: Option<u64>,
     pub last_log_index: Option<u64>,
     pub snapshot: Option<u64>,
+    /// Log entries up to here were purged after a snapshot.
+    pub purged: Option<u64>,
     pub cluster_id: Option<String>,
     pub members: Vec<MemberStatus>,
 }
@@ -120,6 +122,7 @@ pub fn status(reg: &Registry) -> Result<Status> {
         last_applied: m.last_applied.as_ref().map(|l| l.index),
         last_log_index: m.last_log_index,
         snapshot: m.snapshot.as_ref().map(|l| l.index),
+        purged: m.purged.as_ref().map(|l| l.index),
         cluster_id: reg.cluster_id()?,
         members,
     })
