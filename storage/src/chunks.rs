@@ -3,7 +3,7 @@
 //! read, so a corrupted chunk is an error and never served.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -156,10 +156,11 @@ impl ChunkStore {
     /// Reads a whole chunk and verifies it against its name.
     pub fn get(&self, id: &ChunkId) -> Result<Bytes> {
         let path = self.path_of(id);
-        let data = match self.read_direct(&path) {
-            Some(r) => r,
-            None => fs::read(&path).map(Bytes::from),
-        };
+        // Reads go through the page cache, unlike writes: a layer pulled
+        // once is usually pulled again soon, and measured here an O_DIRECT
+        // read of a cold chunk was no faster than the kernel's readahead
+        // while a warm one was half as fast (benches/README.md).
+        let data = fs::read(&path).map(Bytes::from);
         let data = match data {
             Ok(d) => d,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::ChunkMissing(*id)),
@@ -169,52 +170,6 @@ impl ChunkStore {
             return Err(Error::ChunkCorrupt(*id));
         }
         Ok(data)
-    }
-
-    /// Reads a large chunk file with O_DIRECT into an aligned buffer: the
-    /// device writes straight into it, sparing the CPU the page-cache copy
-    /// (chunk files are written with O_DIRECT, so they are rarely cached
-    /// anyway). `None` means "read it the ordinary way".
-    fn read_direct(&self, path: &Path) -> Option<std::io::Result<Bytes>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if !self.direct_io.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut file = match File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Some(Err(e)),
-            Err(_) => return None,
-        };
-        let len = match file.metadata() {
-            Ok(m) => usize::try_from(m.len()).ok()?,
-            Err(e) => return Some(Err(e)),
-        };
-        if len < DIRECT_IO_MIN_BYTES {
-            return None;
-        }
-        let padded = len.next_multiple_of(DIRECT_IO_ALIGN);
-        let mut buf = vec![0u8; padded + DIRECT_IO_ALIGN];
-        let off = buf.as_ptr().align_offset(DIRECT_IO_ALIGN);
-        let mut filled = 0;
-        while filled < len {
-            match file.read(&mut buf[off + filled..off + padded]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        if filled < len {
-            return Some(Err(std::io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "chunk file shorter than its size",
-            )));
-        }
-        Some(Ok(Bytes::from(buf).slice(off..off + len)))
     }
 
     /// Removes a chunk file; used by scrub to drop a corrupt copy before it is
