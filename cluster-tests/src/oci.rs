@@ -105,12 +105,25 @@ pub async fn put_manifest(
     media_type: &str,
     body: &[u8],
 ) -> Response {
+    try_put_manifest(c, url, repo, reference, media_type, body)
+        .await
+        .unwrap()
+}
+
+pub async fn try_put_manifest(
+    c: &Client,
+    url: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Result<Response, String> {
     c.put(format!("{url}/v2/{repo}/manifests/{reference}"))
         .header("Content-Type", media_type)
         .body(body.to_vec())
         .send()
         .await
-        .unwrap()
+        .map_err(|e| e.to_string())
 }
 
 /// Pushes a small image (config + layers) and tags it; returns the manifest
@@ -147,13 +160,7 @@ pub async fn try_push_image(
         layers.push(l);
     }
     let m = image_manifest(&(cd, config.len()), &descs);
-    let r = c
-        .put(format!("{url}/v2/{repo}/manifests/{tag}"))
-        .header("Content-Type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = try_put_manifest(c, url, repo, tag, OCI_MANIFEST, &m).await?;
     if r.status() != StatusCode::CREATED {
         return Err(format!("put manifest: {}", r.status()));
     }

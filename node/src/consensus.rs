@@ -12,9 +12,11 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::linearizable_read::LinearizerOption;
 use openraft::RaftMetrics;
+use stowage_proto::v1::cluster_client::ClusterClient;
 use stowage_proto::v1::{ReadIndexRequest, WriteRequest};
 use stowage_storage::meta::{Command, Outcome};
 use stowage_storage::types::NodeId;
+use tonic::transport::Channel;
 
 use crate::cluster::peers::Peers;
 use crate::cluster::service::{self, LEADER_HINT};
@@ -159,18 +161,22 @@ impl Consensus {
         }
     }
 
+    /// A control-channel client for the node believed to lead.
+    fn leader_client(&self, leader: NodeId) -> Result<ClusterClient<Channel>, String> {
+        let info = self
+            .node_info(leader)
+            .ok_or_else(|| format!("leader {leader} is not in the membership"))?;
+        self.peers
+            .cluster(leader, &info.rpc_addr)
+            .map_err(|e| e.to_string())
+    }
+
     async fn forward_write(
         &self,
         leader: NodeId,
         cmd: &Command,
     ) -> Result<(Outcome, u64), Forward> {
-        let info = self
-            .node_info(leader)
-            .ok_or_else(|| Forward::Failed(format!("leader {leader} is not in the membership")))?;
-        let mut client = self
-            .peers
-            .cluster(leader, &info.rpc_addr)
-            .map_err(|e| Forward::Failed(e.to_string()))?;
+        let mut client = self.leader_client(leader).map_err(Forward::Failed)?;
         let reply = client
             .write(WriteRequest {
                 command: encode(cmd).into(),
@@ -241,13 +247,7 @@ impl Consensus {
     }
 
     async fn forward_read_index(&self, leader: NodeId) -> Result<u64, Forward> {
-        let info = self
-            .node_info(leader)
-            .ok_or_else(|| Forward::Failed(format!("leader {leader} is not in the membership")))?;
-        let mut client = self
-            .peers
-            .cluster(leader, &info.rpc_addr)
-            .map_err(|e| Forward::Failed(e.to_string()))?;
+        let mut client = self.leader_client(leader).map_err(Forward::Failed)?;
         let reply = client
             .read_index(ReadIndexRequest {})
             .await
@@ -271,13 +271,7 @@ impl Consensus {
                     .await
                     .map_err(Error::MembershipChange);
             }
-            let info = self
-                .node_info(leader)
-                .ok_or_else(|| Error::Unavailable("the leader is not in the membership".into()))?;
-            let mut client = self
-                .peers
-                .cluster(leader, &info.rpc_addr)
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let mut client = self.leader_client(leader).map_err(Error::Unavailable)?;
             match client
                 .change_members(stowage_proto::v1::ChangeMembersRequest::from(
                     change.clone(),
