@@ -189,9 +189,7 @@ impl Cluster {
 
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
-        let text = std::fs::read_to_string(&self.member(id).log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::process::log_tail(&self.member(id).log)
     }
 
     /// Waits until `/readyz` answers 200 on node `id`.

@@ -20,20 +20,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// handed out once per test process, so a node restarted on its port does
 /// not find it taken by another test's node or connection.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + u16::try_from(std::process::id() % 8_000).unwrap_or(0),
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    // Test processes run side by side; the pid spreads their ranges apart.
+    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        AtomicU16::new(20_000 + u16::try_from(std::process::id() % 8_000).unwrap_or(0))
+    });
     loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = next.fetch_add(1, Ordering::SeqCst);
         assert!(port < 32_000, "ran out of test ports");
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+}
+
+/// The last lines of a node's log file, for failure messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// The `stowage` binary: `$STOWAGE_BIN`, else the one beside this test
@@ -164,16 +169,8 @@ impl Node {
                     let _ = child.kill();
                     let status = child.wait().expect("wait");
                     if attempt == 19 {
-                        let log = self
-                            .log
-                            .as_ref()
-                            .and_then(|p| std::fs::read_to_string(p).ok())
-                            .unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                        panic!(
-                            "stowage did not start: {status}; its log ends:\n{}",
-                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                        );
+                        let tail = self.log.as_deref().map(log_tail).unwrap_or_default();
+                        panic!("stowage did not start: {status}; its log ends:\n{tail}");
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }

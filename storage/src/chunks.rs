@@ -160,9 +160,8 @@ impl ChunkStore {
         // once is usually pulled again soon, and measured here an O_DIRECT
         // read of a cold chunk was no faster than the kernel's readahead
         // while a warm one was half as fast (benches/README.md).
-        let data = fs::read(&path).map(Bytes::from);
-        let data = match data {
-            Ok(d) => d,
+        let data = match fs::read(&path) {
+            Ok(d) => Bytes::from(d),
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::ChunkMissing(*id)),
             Err(e) => return Err(Error::io("read", &path)(e)),
         };

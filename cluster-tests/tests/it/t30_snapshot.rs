@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stowage_cluster_tests::cluster::Cluster;
 use stowage_cluster_tests::oci::*;
@@ -25,7 +25,7 @@ async fn a_node_down_through_many_snapshots_catches_up_by_snapshot() {
     let mut pushed = Vec::new();
     // Push until the leader has purged log entries the absent node never
     // got, so that only a snapshot can bring it back.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0u64.. {
         let tag = format!("v{i}");
         let (d, layers) =
@@ -36,7 +36,7 @@ async fn a_node_down_through_many_snapshots_catches_up_by_snapshot() {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the leader never purged its log: {leader_status}"
         );
     }
