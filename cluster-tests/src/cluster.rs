@@ -291,3 +291,45 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Polls `check` until it returns `Some`, or fails the test after `limit`
+/// saying what was awaited and what `check` last saw.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: not reached within {limit:?}; last seen: {last}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Cluster {
+    /// Node `id`'s report of its own chunk copies (`chunks` in its status).
+    pub async fn chunk_health(&self, id: u64) -> Option<serde_json::Value> {
+        Some(self.status(id).await?["chunks"].clone())
+    }
+
+    /// Whether node `id` says every member answered and no copy is missing,
+    /// misplaced or lost anywhere, after every node has swept.
+    pub async fn replication_healthy(&self, id: u64) -> Result<(), String> {
+        let s = self.status(id).await.ok_or("no status")?;
+        let r = &s["replication"];
+        let summary = r["summary"].as_str().unwrap_or("").to_owned();
+        if summary.starts_with("every chunk has") && r["misplaced_chunks"] == 0 {
+            Ok(())
+        } else {
+            Err(format!("{summary} (misplaced {})", r["misplaced_chunks"]))
+        }
+    }
+}

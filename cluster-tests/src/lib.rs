@@ -6,9 +6,11 @@
 //!
 //! Layout: `process.rs` (one node process), `cluster.rs` (several, with
 //! generated configs), `oci.rs` (OCI API helpers over HTTP), `tools.rs`
-//! (external tools: skopeo, docker).
+//! (external tools: skopeo, docker), `disk.rs` (a data directory's chunk
+//! files, seen from outside).
 
 pub mod cluster;
+pub mod disk;
 pub mod oci;
 pub mod process;
 pub mod tools;

@@ -1,5 +1,6 @@
 //! The admin view of a node: the status report (`GET /_stowage/status`,
-//! `stowage status`) and membership change requests (`POST
+//! `stowage status`: Raft position, members, replica health of every node,
+//! background jobs) and membership change requests (`POST
 //! /_stowage/members`, `stowage members`). The same serde types serve the
 //! server and the CLI, so the two cannot drift apart.
 
@@ -8,6 +9,8 @@ use std::time::Instant;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
+use crate::chunks::lifecycle::ClusterHealth;
+use crate::chunks::repair::NodeHealth;
 use crate::cluster::MemberChange;
 use crate::cluster::PeerSpec;
 use crate::error::{Error, Result};
@@ -27,6 +30,11 @@ pub struct Status {
     pub purged: Option<u64>,
     pub cluster_id: Option<String>,
     pub members: Vec<MemberStatus>,
+    /// This node's copies.
+    pub chunks: NodeHealth,
+    /// Every member's copies, and the one-line verdict.
+    pub replication: ClusterHealth,
+    pub workers: Vec<crate::workers::WorkerStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,7 +83,7 @@ fn role(state: ServerState) -> &'static str {
     }
 }
 
-pub fn status(reg: &Registry) -> Result<Status> {
+pub async fn status(reg: &Registry) -> Result<Status> {
     let consensus = reg.consensus();
     let m = consensus.metrics();
     let me = consensus.id();
@@ -125,6 +133,9 @@ pub fn status(reg: &Registry) -> Result<Status> {
         purged: m.purged.as_ref().map(|l| l.index),
         cluster_id: reg.cluster_id()?,
         members,
+        chunks: reg.lifecycle().health(),
+        replication: reg.lifecycle().cluster_health().await,
+        workers: reg.lifecycle().workers.status(),
     })
 }
 
@@ -161,6 +172,40 @@ pub fn render(s: &Status) -> String {
             m.last_contact_ms
                 .map_or("never".into(), |ms| format!("{ms} ms ago")),
             opt(m.matched),
+        ));
+    }
+    out.push_str(&format!("\nreplication: {}\n", s.replication.summary));
+    out.push_str(&format!(
+        "{:<6} {:<12} {:>10} {:>12} {:>9} {:>12} {:>10} {:>8} {:>6}\n",
+        "ID", "ZONE", "CHUNKS", "BYTES", "MISSING", "UNDER-REPL", "MISPLACED", "QUEUED", "LOST"
+    ));
+    for n in &s.replication.nodes {
+        match &n.health {
+            Some(h) => out.push_str(&format!(
+                "{:<6} {:<12} {:>10} {:>12} {:>9} {:>12} {:>10} {:>8} {:>6}\n",
+                n.id,
+                n.zone,
+                h.held_chunks,
+                h.held_bytes,
+                h.missing_chunks,
+                h.under_replicated_blobs,
+                h.misplaced_chunks,
+                h.queued,
+                h.lost_chunks
+            )),
+            None => out.push_str(&format!("{:<6} {:<12} (not answering)\n", n.id, n.zone)),
+        }
+    }
+    out.push_str(&format!("\n{:<10} {:<8} {}\n", "JOB", "STATE", "PROGRESS"));
+    for w in &s.workers {
+        let err = w
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<10} {:<8} {}{err}\n",
+            w.name, w.state, w.progress
         ));
     }
     out

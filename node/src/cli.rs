@@ -1,5 +1,5 @@
-//! The `stowage` command line: `serve` runs a node; `status` and `members`
-//! talk to the admin API of any node. Flags override the config file, which
+//! The `stowage` command line: `serve` runs a node; `status`, `members`,
+//! `gc` and `scrub` talk to the admin API of any node. Flags override the config file, which
 //! overrides the defaults.
 
 use std::net::SocketAddr;
@@ -40,6 +40,49 @@ pub enum Command {
     Status(NodeArg),
     /// List, add or remove cluster members (through any node).
     Members(MembersArgs),
+    /// Garbage collection: what would go, and passes on demand.
+    Gc(GcArgs),
+    /// Re-hashing of the chunks a node holds: start a pass, or see the last.
+    Scrub(ScrubArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(subcommand)]
+    pub action: GcAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GcAction {
+    /// What a pass would collect now, the last pass, and the node's last
+    /// sweep of chunk files.
+    Status,
+    /// Run a pass now (through any node): unused blobs and untagged
+    /// manifests go through the log, then the node removes chunk files.
+    Run {
+        /// Only report what the pass would collect.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    #[command(subcommand)]
+    pub action: ScrubAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScrubAction {
+    /// Start a pass over the node's chunks now.
+    Run,
+    /// Progress, corrupt chunks found and repaired, and lost chunks with
+    /// the images that need them.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +201,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => args.resolve().and_then(crate::server::run),
         Command::Status(node) => admin_command(status(node)),
         Command::Members(args) => admin_command(members(args)),
+        Command::Gc(args) => admin_command(gc(args)),
+        Command::Scrub(args) => admin_command(scrub(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,4 +288,36 @@ async fn members(args: MembersArgs) -> anyhow::Result<()> {
     let v = call(node, http::Method::POST, "/_stowage/members", Some(body)).await?;
     println!("{}", v["summary"].as_str().unwrap_or("done"));
     Ok(())
+}
+
+/// Prints an admin answer: pretty JSON, which is also what `--json` asks
+/// for (these reports are nested; a table would hide the detail).
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let node = &args.node.node;
+    let v = match args.action {
+        GcAction::Status => call(node, http::Method::GET, "/_stowage/gc", None).await?,
+        GcAction::Run { dry_run } => {
+            let path = if dry_run {
+                "/_stowage/gc?dry_run=true"
+            } else {
+                "/_stowage/gc"
+            };
+            call(node, http::Method::POST, path, None).await?
+        }
+    };
+    print_json(&v)
+}
+
+async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
+    let node = &args.node.node;
+    let v = match args.action {
+        ScrubAction::Run => call(node, http::Method::POST, "/_stowage/scrub", None).await?,
+        ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
+    };
+    print_json(&v)
 }

@@ -32,12 +32,29 @@ pub struct Config {
     pub max_manifest_bytes: usize,
     /// Memory sled may use to cache metadata.
     pub meta_cache_bytes: u64,
-    /// Upload sessions idle this long are cancelled.
+    /// Upload sessions idle this long are cancelled; also the lease an
+    /// acknowledged upload holds its blob by until a manifest references it.
     pub upload_expiry_secs: u64,
-    /// Unreferenced chunk files younger than this are kept.
+    /// Data unreferenced for less than this is kept (blob links after the
+    /// last manifest using them went, chunk files after their tombstone).
     pub gc_grace_secs: u64,
-    /// How often abandoned uploads and unreferenced chunks are swept.
+    /// How often the leader runs a collection pass, and every node sweeps
+    /// its chunk files.
+    pub gc_interval_secs: u64,
+    /// Repository globs (`*` within a path segment, `**` across) whose
+    /// untagged manifests are collected.
+    pub gc_untagged: Vec<String>,
+    /// How often abandoned upload sessions are expired.
     pub sweep_interval_secs: u64,
+    /// How often each node sweeps for missing and misplaced copies (it also
+    /// does at start-up, on membership changes and when a peer returns).
+    pub repair_interval_secs: u64,
+    /// Cap on the bytes a node fetches per second to repair itself (0: no cap).
+    pub repair_max_bytes_per_sec: u64,
+    /// Time between two scrub passes over a node's chunks.
+    pub scrub_interval_secs: u64,
+    /// Cap on the bytes scrub re-reads per second (0: no cap).
+    pub scrub_max_bytes_per_sec: u64,
     /// On SIGTERM, how long requests in flight get to finish.
     pub shutdown_grace_secs: u64,
     /// Chunk writes in flight across all uploads (bounds upload memory to
@@ -83,7 +100,13 @@ impl Default for Config {
             meta_cache_bytes: stowage_storage::DEFAULT_META_CACHE_BYTES,
             upload_expiry_secs: 24 * 3600,
             gc_grace_secs: 24 * 3600,
+            gc_interval_secs: 3600,
+            gc_untagged: Vec::new(),
             sweep_interval_secs: 3600,
+            repair_interval_secs: 600,
+            repair_max_bytes_per_sec: 200 << 20,
+            scrub_interval_secs: 7 * 24 * 3600,
+            scrub_max_bytes_per_sec: 32 << 20,
             shutdown_grace_secs: 30,
             max_inflight_chunk_writes: 8,
             cluster_listen: None,
@@ -145,8 +168,18 @@ impl Config {
         if self.max_inflight_chunk_writes == 0 {
             return invalid("max_inflight_chunk_writes", "must be positive");
         }
-        if self.sweep_interval_secs == 0 {
-            return invalid("sweep_interval_secs", "must be positive");
+        for (key, v) in [
+            ("sweep_interval_secs", self.sweep_interval_secs),
+            ("gc_interval_secs", self.gc_interval_secs),
+            ("repair_interval_secs", self.repair_interval_secs),
+            ("scrub_interval_secs", self.scrub_interval_secs),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be positive");
+            }
+        }
+        if self.untagged_globs().is_err() {
+            return invalid("gc_untagged", "each entry must be a valid glob pattern");
         }
         if !self.peers.is_empty() && self.cluster_listen.is_none() {
             return invalid(
@@ -213,8 +246,35 @@ impl Config {
         NodeId(self.node_id)
     }
 
-    pub fn gc_grace(&self) -> Duration {
-        Duration::from_secs(self.gc_grace_secs)
+    /// Repositories whose untagged manifests garbage collection takes.
+    pub fn untagged_globs(&self) -> Result<globset::GlobSet, globset::Error> {
+        let mut b = globset::GlobSetBuilder::new();
+        for pattern in &self.gc_untagged {
+            // `*` stays within one path segment, `**` crosses them, as in
+            // the access rules people write for registries.
+            b.add(
+                globset::GlobBuilder::new(pattern)
+                    .literal_separator(true)
+                    .build()?,
+            );
+        }
+        b.build()
+    }
+
+    pub fn lifecycle(&self) -> crate::chunks::lifecycle::LifecycleConfig {
+        use crate::chunks::gc::GcConfig;
+        crate::chunks::lifecycle::LifecycleConfig {
+            gc: GcConfig {
+                grace: Duration::from_secs(self.gc_grace_secs),
+                lease: Duration::from_secs(self.upload_expiry_secs),
+                interval: Duration::from_secs(self.gc_interval_secs),
+                untagged: self.untagged_globs().unwrap_or_default(),
+            },
+            repair_interval: Duration::from_secs(self.repair_interval_secs),
+            repair_max_bytes_per_sec: self.repair_max_bytes_per_sec,
+            scrub_interval: Duration::from_secs(self.scrub_interval_secs),
+            scrub_max_bytes_per_sec: self.scrub_max_bytes_per_sec,
+        }
     }
 }
 

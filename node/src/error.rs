@@ -74,6 +74,16 @@ pub enum Error {
     #[error("the registry is not ready: {0}")]
     Unavailable(String),
 
+    #[error(
+        "blob data unavailable: chunk {chunk} (and {} more) has no reachable copy; \
+         retry when the nodes holding it are back, or see `stowage scrub status`",
+        missing.saturating_sub(1)
+    )]
+    ChunkUnavailable {
+        chunk: stowage_storage::types::ChunkId,
+        missing: usize,
+    },
+
     #[error("membership change refused: {0}")]
     MembershipChange(String),
 

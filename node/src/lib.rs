@@ -3,7 +3,9 @@
 //!
 //! Layout: `http/` (hyper server, router, handlers, OCI error mapping,
 //! upload-session forwarding), `registry/` (the service the handlers call:
-//! blobs, uploads, manifests, chunk replication), `manifest.rs` (manifest
+//! blobs, uploads, manifests), `chunks/` (chunk I/O and replication, the
+//! `Chunks` RPC, gc, repair, resync, scrub), `workers.rs` (the background
+//! job trait and runner), `manifest.rs` (manifest
 //! parsing and media types), `consensus.rs` (writes through Raft, read
 //! barriers), `raft/` (openraft type config, log store, state machine,
 //! network), `cluster/` (peers, RPC services, bootstrap), `placement.rs`
@@ -11,6 +13,7 @@
 //! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`.
 
 pub mod admin;
+pub mod chunks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -22,3 +25,4 @@ pub mod placement;
 pub mod raft;
 pub mod registry;
 pub mod server;
+pub mod workers;

@@ -1,5 +1,6 @@
 //! Starting and stopping a node: open storage, start Raft and the cluster
-//! RPC, bootstrap or rejoin the cluster in the background, serve HTTP until
+//! RPC, bootstrap or rejoin the cluster in the background, start the
+//! background jobs (chunk lifecycle, upload expiry), serve HTTP until
 //! SIGTERM or Ctrl-C (or a start-up error the operator must fix), then
 //! drain requests, stop Raft and make the metadata durable.
 
@@ -12,6 +13,8 @@ use stowage_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::chunks::repair::HealthBoard;
+use crate::chunks::{ChunkIo, Lifecycle};
 use crate::cluster::bootstrap::{self, Plan};
 use crate::cluster::peers::Peers;
 use crate::cluster::service::{self, NodeCtx};
@@ -23,7 +26,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{NodeInfo, Raft};
-use crate::registry::{Registry, Replication, Settings};
+use crate::registry::{Registry, Replication, Settings, UploadExpiry};
+use crate::workers::Workers;
 
 /// How often each node greets the others (liveness, HTTP addresses).
 const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -111,6 +115,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .context("starting Raft")?;
     let consensus = Consensus::new(raft.clone(), id, peers.clone());
+    let replication = Replication {
+        replicas: config.replicas,
+        write_quorum: config.write_quorum,
+    };
+    let chunk_io = Arc::new(ChunkIo::new(
+        store.clone(),
+        consensus.clone(),
+        peers.clone(),
+        replication,
+    ));
+    let health = Arc::new(HealthBoard::new(store.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -129,14 +144,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let rpc = TcpListener::bind(cluster_listen)
             .await
             .with_context(|| format!("listening for the cluster on {cluster_listen}"))?;
-        let router = service::router(
-            raft.clone(),
+        let chunks_svc = crate::chunks::rpc::service(
             store.clone(),
-            ctx,
-            snapshot_dir,
+            health.clone(),
             config.chunk_size_bytes,
             config.max_inflight_chunk_writes,
         );
+        let router = service::router(raft.clone(), store.clone(), ctx, snapshot_dir, chunks_svc);
         tokio::spawn(async move {
             // Nagle's algorithm with delayed ACKs would stall small RPCs
             // (heartbeats, read-index answers) by tens of milliseconds.
@@ -179,18 +193,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         chunk_size_bytes: config.chunk_size_bytes,
         max_manifest_bytes: config.max_manifest_bytes,
         upload_expiry: Duration::from_secs(config.upload_expiry_secs),
-        gc_grace: config.gc_grace(),
         max_inflight_chunk_writes: config.max_inflight_chunk_writes,
-        replication: Replication {
-            replicas: config.replicas,
-            write_quorum: config.write_quorum,
-        },
+        replication,
     };
-    let registry = Registry::new(settings, store.clone(), consensus, peers);
-    tokio::spawn(sweep_loop(
-        registry.clone(),
-        Duration::from_secs(config.sweep_interval_secs),
-    ));
+    let workers = Arc::new(Workers::default());
+    let lifecycle = Lifecycle::new(
+        chunk_io.clone(),
+        consensus.clone(),
+        health,
+        workers.clone(),
+        config.lifecycle(),
+    );
+    let registry = Registry::new(
+        settings,
+        store.clone(),
+        consensus,
+        peers,
+        chunk_io,
+        lifecycle,
+    );
+    workers.spawn(Arc::new(UploadExpiry {
+        registry: registry.clone(),
+        interval: Duration::from_secs(config.sweep_interval_secs),
+    }));
 
     tracing::info!(%addr, node = %id, zone = %config.zone, data_dir = %config.data_dir.display(), "stowage is serving");
     // One line on stdout for scripts and tests that started us on port 0.
@@ -264,18 +289,6 @@ async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>) {
             });
         futures_util::future::join_all(greetings).await;
         tokio::time::sleep(HELLO_EVERY).await;
-    }
-}
-
-async fn sweep_loop(registry: Arc<Registry>, every: Duration) {
-    loop {
-        let r = registry.clone();
-        match tokio::task::spawn_blocking(move || r.sweep()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "sweep failed; will retry"),
-            Err(e) => tracing::warn!(error = %e, "sweep task failed"),
-        }
-        tokio::time::sleep(every).await;
     }
 }
 

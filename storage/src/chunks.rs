@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -171,17 +171,6 @@ impl ChunkStore {
         Ok(data)
     }
 
-    /// Removes a chunk file; used by scrub to drop a corrupt copy before it is
-    /// fetched again.
-    pub fn remove(&self, id: &ChunkId) -> Result<()> {
-        let path = self.path_of(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &path)(e)),
-        }
-    }
-
     /// Every chunk id stored on this node, in no particular order.
     pub fn list(&self) -> Result<Vec<ChunkId>> {
         let mut out = Vec::new();
@@ -193,32 +182,32 @@ impl ChunkStore {
         Ok(out)
     }
 
-    /// Removes chunk files that `is_referenced` says nothing uses and that are
-    /// older than `grace`. The grace period protects chunks of uploads still
-    /// in progress, whose blob records do not exist yet.
+    /// Removes the chunk files `deletable` chooses, given each file's
+    /// modification time (when it was last written or re-written by an
+    /// upload). The choice is made again under the exclusive lock, so a
+    /// writer that refreshes a chunk at the same moment keeps it.
     pub fn sweep(
         &self,
-        grace: Duration,
-        is_referenced: impl Fn(&ChunkId) -> Result<bool>,
+        deletable: impl Fn(&ChunkId, SystemTime) -> Result<bool>,
     ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
-        let now = SystemTime::now();
         for id in self.list()? {
             report.examined += 1;
-            if is_referenced(&id)? {
+            let path = self.path_of(&id);
+            let Some(modified) = modified(&path) else {
+                continue;
+            };
+            if !deletable(&id, modified)? {
                 continue;
             }
-            let path = self.path_of(&id);
             let _exclusive = self.sweep_lock.write().unwrap_or_else(|e| e.into_inner());
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if age < grace || is_referenced(&id)? {
+            let Ok(modified) = meta.modified() else {
+                continue;
+            };
+            if !deletable(&id, modified)? {
                 continue;
             }
             fs::remove_file(&path).map_err(Error::io("remove", &path))?;
@@ -227,6 +216,60 @@ impl ChunkStore {
         }
         Ok(report)
     }
+
+    /// Removes a chunk file, under the exclusive lock, only if it has not
+    /// been written since `seen`: a copy dropped after rebalancing must not
+    /// take a write that arrived meanwhile with it.
+    pub fn remove_unless_rewritten(&self, id: &ChunkId, seen: SystemTime) -> Result<bool> {
+        let path = self.path_of(id);
+        let _exclusive = self.sweep_lock.write().unwrap_or_else(|e| e.into_inner());
+        match modified(&path) {
+            Some(m) if m <= seen => {
+                fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// When the chunk file was last written, if it exists.
+    pub fn modified(&self, id: &ChunkId) -> Option<SystemTime> {
+        modified(&self.path_of(id))
+    }
+
+    /// Moves a chunk file that failed verification out of the store, into
+    /// `quarantine/`, where it is never served and an operator can look at
+    /// it. Returns where it went.
+    pub fn quarantine(&self, id: &ChunkId) -> Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        durable::create_dir_durable(&dir)?;
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dest = dir.join(format!("{}.{stamp}", id.to_hex()));
+        let path = self.path_of(id);
+        let _exclusive = self.sweep_lock.write().unwrap_or_else(|e| e.into_inner());
+        fs::rename(&path, &dest).map_err(Error::io("quarantine", &path))?;
+        durable::sync_dir(&dir)?;
+        Ok(dest)
+    }
+
+    /// Chunk files held and their total size.
+    pub fn usage(&self) -> Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for id in self.list()? {
+            if let Ok(m) = fs::metadata(self.path_of(&id)) {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+        Ok((n, bytes))
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).ok()?.modified().ok()
 }
 
 /// Marks an existing chunk as freshly used. Returns whether it exists.
@@ -254,7 +297,8 @@ fn for_each_file(dir: &Path, f: &mut dyn FnMut(&str)) -> Result<()> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if ty.is_dir() {
-            // Only the two fan-out levels hold chunks; "tmp" holds none.
+            // Only the two fan-out levels hold chunks; "tmp" and
+            // "quarantine" hold none that may be served.
             if name.len() == 2 {
                 for_each_file(&entry.path(), f)?;
             }
@@ -316,7 +360,8 @@ mod tests {
     }
 
     #[test]
-    fn sweep_removes_only_old_unreferenced_chunks() {
+    fn sweep_removes_what_it_is_told_and_quarantine_hides_a_chunk() {
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::open(dir.path()).unwrap();
         let keep = store.put(b"referenced").unwrap();
@@ -331,10 +376,16 @@ mod tests {
                 .set_modified(past)
                 .unwrap();
         }
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
         let report = store
-            .sweep(Duration::from_secs(60), |id| Ok(*id == keep))
+            .sweep(|id, modified| Ok(*id != keep && modified < cutoff))
             .unwrap();
         assert_eq!(report.removed, 1);
         assert!(store.contains(&keep) && store.contains(&young) && !store.contains(&old));
+        assert!(!store.remove_unless_rewritten(&young, past).unwrap());
+        let moved = store.quarantine(&young).unwrap();
+        assert!(moved.is_file() && !store.contains(&young));
+        assert_eq!(store.list().unwrap(), vec![keep]);
+        assert_eq!(store.usage().unwrap(), (1, 10));
     }
 }

@@ -8,6 +8,7 @@
 //! - `log`: the fsynced, segmented, group-committed log of commands.
 //! - `meta`: the replicated state machine (sled), its `Command`s and reads.
 //! - `uploads`: this node's upload sessions (not replicated).
+//! - `resync`: this node's persistent queue of chunks to fetch or check.
 //!
 //! `Store` opens all of them under one data directory.
 
@@ -17,6 +18,7 @@ pub mod durable;
 pub mod error;
 pub mod log;
 pub mod meta;
+pub mod resync;
 pub mod types;
 pub mod uploads;
 
@@ -27,6 +29,7 @@ pub use crate::chunks::ChunkStore;
 pub use crate::error::{Error, Result};
 pub use crate::log::LogStore;
 pub use crate::meta::StateMachine;
+pub use crate::resync::ResyncQueue;
 pub use crate::uploads::UploadStore;
 
 /// sled keeps up to this much of the metadata cached; its default (1 GiB)
@@ -54,6 +57,7 @@ pub struct Store {
     pub chunks: ChunkStore,
     pub meta: StateMachine,
     pub uploads: UploadStore,
+    pub resync: ResyncQueue,
     pub log: Arc<LogStore>,
     db: sled::Db,
     data_dir: PathBuf,
@@ -72,11 +76,13 @@ impl Store {
             .open()?;
         let meta = StateMachine::open(&db)?;
         let uploads = UploadStore::open(&db)?;
+        let resync = ResyncQueue::open(&db)?;
         let log = LogStore::open(dir.join("log"))?;
         Ok(Store {
             chunks,
             meta,
             uploads,
+            resync,
             log,
             db,
             data_dir: dir.clone(),

@@ -11,3 +11,13 @@ mod t30_snapshot;
 mod t40_membership;
 /// Start-up errors an operator can fix.
 mod t50_startup;
+/// Garbage collection frees what a deleted image alone used, on every node.
+mod t80_gc;
+/// GC at zero grace races uploads, manifests, deletes and re-pushes.
+mod t81_gc_race;
+/// Repair refills a node that missed pushes, and a wiped, replaced node.
+mod t82_repair;
+/// Scrub quarantines and rewrites rotten copies, and reports lost chunks.
+mod t84_scrub;
+/// 3 → 4 → 3 members with data: copies move, never below three.
+mod t85_rebalance;

@@ -20,6 +20,9 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 512 << 20;
 /// Chunk pieces are at most this large on the wire.
 pub const CHUNK_PIECE_BYTES: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer greeted successfully before but not for this long (hellos go
+/// out every second) is taken as down: chunk writes stop waiting for it.
+const PEER_DOWN_AFTER: Duration = Duration::from_millis(2_500);
 
 #[derive(Clone)]
 struct Conn {
@@ -104,6 +107,14 @@ impl Peers {
         s.http_addr = Some(http_addr);
         s.last_contact = Some(Instant::now());
         s.cluster_id = cluster_id;
+    }
+
+    /// Whether the peer answered hellos before and has stopped. A peer never
+    /// heard from is not known to be down (it may just be starting).
+    pub fn is_down(&self, id: NodeId) -> bool {
+        self.state(id)
+            .last_contact
+            .is_some_and(|t| t.elapsed() > PEER_DOWN_AFTER)
     }
 
     pub fn state(&self, id: NodeId) -> PeerState {

@@ -1,39 +1,33 @@
-//! The tonic services a node offers its peers: Raft traffic into openraft,
-//! coordination (hello, forwarded writes, read index, membership changes)
-//! and chunk transfer into the local chunk store.
+//! The tonic services a node offers its peers: Raft traffic into openraft
+//! and coordination (hello, forwarded writes, read index, membership
+//! changes), served on one listener with the chunk subsystem's `Chunks`
+//! service.
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
 use openraft::{ChangeMembers, Snapshot};
-use stowage_proto::v1::chunks_server::{Chunks, ChunksServer};
+use stowage_proto::v1::chunks_server::ChunksServer;
 use stowage_proto::v1::cluster_server::{Cluster, ClusterServer};
 use stowage_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use stowage_proto::v1::snapshot_piece::Piece;
 use stowage_proto::v1::{
-    ChangeMembersReply, ChangeMembersRequest, ChunkPiece, GetChunkRequest, HelloReply,
-    HelloRequest, PutChunkReply, RaftPayload, ReadIndexReply, ReadIndexRequest, SnapshotPiece,
-    WriteReply, WriteRequest,
+    ChangeMembersReply, ChangeMembersRequest, HelloReply, HelloRequest, RaftPayload,
+    ReadIndexReply, ReadIndexRequest, SnapshotPiece, WriteReply, WriteRequest,
 };
-use stowage_storage::chunker::aligned_buffer;
 use stowage_storage::durable::TempFile;
 use stowage_storage::meta::Command;
-use stowage_storage::types::{ChunkId, NodeId, Zone};
+use stowage_storage::types::{NodeId, Zone};
 use stowage_storage::Store;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::peers::{CHUNK_PIECE_BYTES, MAX_RAFT_MESSAGE_BYTES};
+use super::peers::MAX_RAFT_MESSAGE_BYTES;
 use super::{Hello, MemberChange};
+use crate::chunks::rpc::ChunksService;
 use crate::raft::codec::{decode, encode};
 use crate::raft::state_machine::SnapshotFile;
 use crate::raft::{Raft, SnapshotMeta, Vote};
-
-/// Largest chunk a peer may send; chunks are at most `chunk_size_bytes`,
-/// which configuration caps at 256 MiB.
-const MAX_CHUNK_BYTES: usize = 256 << 20;
 
 /// gRPC metadata key naming the current leader when a request needs one.
 pub const LEADER_HINT: &str = "x-stowage-leader";
@@ -238,103 +232,15 @@ pub async fn change_members(raft: &Raft, change: MemberChange) -> Result<String,
     }
 }
 
-pub struct ChunksService {
-    store: Arc<Store>,
-    /// Bounds the chunks this node buffers for peers at once, and so the
-    /// memory their uploads can make it hold.
-    inbound: Arc<tokio::sync::Semaphore>,
-    chunk_size_bytes: usize,
-}
-
-type PieceStream = Pin<Box<dyn Stream<Item = Result<ChunkPiece, Status>> + Send>>;
-
-fn chunk_id_of(bytes: &[u8]) -> Result<ChunkId, Status> {
-    let id: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| bad_request("chunk_id must be 32 bytes"))?;
-    Ok(ChunkId::from_bytes(id))
-}
-
-#[tonic::async_trait]
-impl Chunks for ChunksService {
-    async fn put(
-        &self,
-        req: Request<Streaming<ChunkPiece>>,
-    ) -> Result<Response<PutChunkReply>, Status> {
-        let _permit = self
-            .inbound
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
-        let mut stream = req.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| bad_request("empty chunk stream"))?;
-        let id = chunk_id_of(&first.chunk_id)?;
-        // Aligned like the chunker's buffers, so the chunk goes to disk
-        // with O_DIRECT without another copy.
-        let mut data = aligned_buffer(self.chunk_size_bytes);
-        data.extend_from_slice(&first.data);
-        while let Some(piece) = stream.message().await? {
-            if data.len() + piece.data.len() > MAX_CHUNK_BYTES {
-                return Err(bad_request("chunk too large"));
-            }
-            data.extend_from_slice(&piece.data);
-        }
-        let data = data.freeze();
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.chunks.put_verified(id, &data))
-            .await
-            .map_err(internal)?
-            .map_err(|e| match e {
-                stowage_storage::Error::ChunkCorrupt(_) => bad_request(e),
-                other => internal(other),
-            })?;
-        Ok(Response::new(PutChunkReply {}))
-    }
-
-    type GetStream = PieceStream;
-
-    async fn get(&self, req: Request<GetChunkRequest>) -> Result<Response<PieceStream>, Status> {
-        let id = chunk_id_of(&req.into_inner().chunk_id)?;
-        let store = self.store.clone();
-        let data = tokio::task::spawn_blocking(move || store.chunks.get(&id))
-            .await
-            .map_err(internal)?
-            .map_err(|e| match e {
-                stowage_storage::Error::ChunkMissing(_) => Status::not_found(e.to_string()),
-                other => internal(other),
-            })?;
-        let id_bytes = bytes::Bytes::copy_from_slice(id.as_bytes());
-        let pieces: Vec<Result<ChunkPiece, Status>> = (0..data.len().max(1))
-            .step_by(CHUNK_PIECE_BYTES)
-            .map(|start| {
-                Ok(ChunkPiece {
-                    chunk_id: if start == 0 {
-                        id_bytes.clone()
-                    } else {
-                        bytes::Bytes::new()
-                    },
-                    data: data
-                        .slice(start.min(data.len())..(start + CHUNK_PIECE_BYTES).min(data.len())),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
-    }
-}
-
 /// The cluster RPC server: all three services on one listener.
+/// The `Chunks` service is built by the chunk subsystem, which owns both
+/// of its ends.
 pub fn router(
     raft: Raft,
     store: Arc<Store>,
     ctx: NodeCtx,
     snapshot_dir: std::path::PathBuf,
-    chunk_size_bytes: usize,
-    // Chunks taken from peers at once, each buffered whole before it is
-    // written and verified: the same bound as this node's own writes.
-    inbound_chunk_writes: usize,
+    chunks_svc: ChunksServer<ChunksService>,
 ) -> tonic::transport::server::Router {
     let raft_svc = RaftServer::new(RaftService {
         raft: raft.clone(),
@@ -342,20 +248,9 @@ pub fn router(
     })
     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let cluster_svc = ClusterServer::new(ClusterService {
-        raft,
-        store: store.clone(),
-        ctx,
-    })
-    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let chunks_svc = ChunksServer::new(ChunksService {
-        store,
-        inbound: Arc::new(tokio::sync::Semaphore::new(inbound_chunk_writes.max(1))),
-        chunk_size_bytes,
-    })
-    .max_decoding_message_size(4 * CHUNK_PIECE_BYTES)
-    .max_encoding_message_size(4 * CHUNK_PIECE_BYTES);
+    let cluster_svc = ClusterServer::new(ClusterService { raft, store, ctx })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft_svc)

@@ -30,7 +30,9 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
         NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
-        Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Unavailable(_) | ChunkUnavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        }
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

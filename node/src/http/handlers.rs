@@ -80,26 +80,26 @@ pub async fn dispatch(
             reg.readiness().await?;
             finish(builder(StatusCode::OK), body::full("ready\n"))
         }
-        Endpoint::Status if read => {
-            let status = crate::admin::status(reg)?;
-            let value =
-                serde_json::to_value(&status).map_err(|e| Error::Unavailable(e.to_string()))?;
-            json_response(
-                builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
-                &value,
-                head,
-            )
-        }
+        Endpoint::Status if read => admin_json(&crate::admin::status(reg).await?, head),
         Endpoint::Members if method == Method::POST => {
             let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
             let req: crate::admin::MembersRequest =
                 serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
             let summary = reg.consensus().change_members(req.try_into()?).await?;
-            json_response(
-                builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
-                &json!({ "summary": summary }),
-                false,
-            )
+            admin_json(&json!({ "summary": summary }), false)
+        }
+        Endpoint::Gc if read => {
+            let status = reg.lifecycle().gc_status().await?;
+            admin_json(&status, head)
+        }
+        Endpoint::Gc if method == Method::POST => {
+            let dry_run = matches!(query.get("dry_run"), Some("1" | "true" | ""));
+            let report = reg.lifecycle().gc_run(dry_run).await?;
+            admin_json(&report, false)
+        }
+        Endpoint::Scrub if read => admin_json(&reg.lifecycle().scrub_status(), head),
+        Endpoint::Scrub if method == Method::POST => {
+            admin_json(&reg.lifecycle().scrub_run(), false)
         }
         Endpoint::Catalog if read => catalog(reg, query, head).await,
         Endpoint::Blob { repo, digest } if read => {
@@ -162,6 +162,16 @@ pub async fn dispatch(
     }
 }
 
+/// An admin answer: a serde value as JSON with `200`.
+fn admin_json(value: &impl serde::Serialize, head: bool) -> Result<Response<Body>> {
+    let value = serde_json::to_value(value).map_err(|e| Error::AdminRequest(e.to_string()))?;
+    json_response(
+        builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
+        &value,
+        head,
+    )
+}
+
 // ---- blobs ----
 
 async fn get_blob(
@@ -197,7 +207,10 @@ async fn get_blob(
     if head || start == end {
         return finish(b, body::empty());
     }
-    finish(b, body::channel(reg.blob_stream(&record, start, end)))
+    // Checked before the status line: a blob that cannot be served whole
+    // is an error, never a truncated 200.
+    let stream = reg.blob_stream(&record, start, end).await?;
+    finish(b, body::channel(stream))
 }
 
 /// Parses a single `Range: bytes=…` into a half-open `[start, end)`. Forms

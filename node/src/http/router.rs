@@ -38,6 +38,10 @@ pub enum Endpoint {
     Status,
     /// `/_stowage/members`: membership changes.
     Members,
+    /// `/_stowage/gc`: garbage collection status (GET) and passes (POST).
+    Gc,
+    /// `/_stowage/scrub`: scrub status (GET) and passes (POST).
+    Scrub,
 }
 
 impl Endpoint {
@@ -52,6 +56,7 @@ impl Endpoint {
             | Endpoint::Ready
             | Endpoint::Status => "GET, HEAD",
             Endpoint::Members => "POST",
+            Endpoint::Gc | Endpoint::Scrub => "GET, HEAD, POST",
             Endpoint::Blob { .. } => "GET, HEAD, DELETE",
             Endpoint::StartUpload { .. } => "POST",
             Endpoint::Upload { .. } => "GET, PATCH, PUT, DELETE",
@@ -66,6 +71,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
         "/readyz" => return Ok(Endpoint::Ready),
         "/_stowage/status" => return Ok(Endpoint::Status),
         "/_stowage/members" => return Ok(Endpoint::Members),
+        "/_stowage/gc" => return Ok(Endpoint::Gc),
+        "/_stowage/scrub" => return Ok(Endpoint::Scrub),
         "/v2" | "/v2/" => return Ok(Endpoint::ApiVersion),
         "/v2/_catalog" => return Ok(Endpoint::Catalog),
         _ => {}
@@ -179,6 +186,8 @@ mod tests {
             ("/readyz".into(), Endpoint::Ready),
             ("/_stowage/status".into(), Endpoint::Status),
             ("/_stowage/members".into(), Endpoint::Members),
+            ("/_stowage/gc".into(), Endpoint::Gc),
+            ("/_stowage/scrub".into(), Endpoint::Scrub),
             (
                 format!("/v2/a/b/c/blobs/{D}"),
                 Endpoint::Blob {

@@ -15,7 +15,7 @@ use stowage_storage::meta::ChunkRef;
 use stowage_storage::types::NodeId;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::chunks::{ChunkIo, Pins, Written};
+use crate::chunks::{ChunkIo, Pins, Written};
 use crate::error::{Error, Result};
 
 /// Bodies that end within this many bytes are hashed and written in one
@@ -126,7 +126,7 @@ impl Ingest {
                     chunker.push(piece, &mut sealed);
                 }
                 sealed.extend(chunker.flush());
-                let mut pins = Pins::new(&io);
+                let mut pins = Pins::new(io.pins());
                 let written = sealed
                     .into_iter()
                     .map(|c| io.put_local(&c, &mut pins).map(|r| (r, c)))
@@ -189,7 +189,7 @@ impl Ingest {
                 }));
             }
             let mut out = Vec::with_capacity(writes.len());
-            let mut pins = Pins::new(&chunk_io);
+            let mut pins = Pins::new(chunk_io.pins());
             let mut holders: Option<BTreeSet<NodeId>> = None;
             for w in writes {
                 let Written {

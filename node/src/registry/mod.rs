@@ -3,11 +3,11 @@
 //! and moves blob bytes through `ChunkIo`. It knows nothing of HTTP framing
 //! and never touches sled itself.
 //!
-//! Layout: `uploads.rs` (upload sessions and finishing a blob), `ingest.rs`
-//! (the streaming upload pipeline), `chunks.rs` (chunk reads and writes),
-//! this file (blobs, manifests, listings).
+//! Layout: `uploads.rs` (upload sessions and finishing a blob, and the job
+//! that expires abandoned ones), `ingest.rs` (the streaming upload
+//! pipeline), this file (blobs, manifests, listings). Chunk bytes go
+//! through the chunk subsystem (`crate::chunks`).
 
-mod chunks;
 mod ingest;
 mod uploads;
 
@@ -20,9 +20,10 @@ use stowage_storage::types::{Digest, NodeId, Reference, RepoName, Tag, Zone};
 use stowage_storage::Store;
 use tokio::sync::Semaphore;
 
-pub use self::chunks::{ChunkIo, Replication};
 use self::ingest::Ingest;
-pub use self::uploads::ChunkBounds;
+pub use self::uploads::{ChunkBounds, UploadExpiry};
+pub use crate::chunks::Replication;
+use crate::chunks::{ChunkIo, Lifecycle};
 use crate::cluster::peers::Peers;
 use crate::consensus::Consensus;
 use crate::error::{Error, Result};
@@ -39,9 +40,6 @@ pub struct Settings {
     pub max_manifest_bytes: usize,
     /// Upload sessions idle for longer than this are cancelled.
     pub upload_expiry: Duration,
-    /// Unreferenced chunk files younger than this are kept (uploads in
-    /// progress reference chunks no blob record names yet).
-    pub gc_grace: Duration,
     pub max_inflight_chunk_writes: usize,
     pub replication: Replication,
 }
@@ -51,6 +49,7 @@ pub struct Registry {
     store: Arc<Store>,
     consensus: Arc<Consensus>,
     chunks: Arc<ChunkIo>,
+    lifecycle: Arc<Lifecycle>,
     ingest: Ingest,
     /// Upload sessions in use on this node (see `uploads::Active`).
     active_sessions: Mutex<HashMap<String, Arc<uploads::Active>>>,
@@ -82,13 +81,9 @@ impl Registry {
         store: Arc<Store>,
         consensus: Arc<Consensus>,
         peers: Arc<Peers>,
+        chunks: Arc<ChunkIo>,
+        lifecycle: Arc<Lifecycle>,
     ) -> Arc<Self> {
-        let chunks = Arc::new(ChunkIo::new(
-            store.clone(),
-            consensus.clone(),
-            peers.clone(),
-            settings.replication,
-        ));
         let ingest = Ingest {
             chunks: chunks.clone(),
             write_permits: Arc::new(Semaphore::new(settings.max_inflight_chunk_writes.max(1))),
@@ -98,6 +93,7 @@ impl Registry {
             store,
             consensus,
             chunks,
+            lifecycle,
             ingest,
             active_sessions: Mutex::new(HashMap::new()),
             peers,
@@ -133,6 +129,10 @@ impl Registry {
         &self.peers
     }
 
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
     async fn propose(&self, cmd: Command) -> Result<Outcome> {
         self.consensus.propose(cmd).await
     }
@@ -155,20 +155,30 @@ impl Registry {
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))
     }
 
-    pub fn blob_stream(
+    /// Streams bytes `start..end` of a blob, after checking every chunk
+    /// they need is here or on a reachable peer, so the answer is an error
+    /// rather than a truncated body when it cannot be served.
+    pub async fn blob_stream(
         &self,
         record: &BlobRecord,
         start: u64,
         end: u64,
-    ) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
-        self.chunks
-            .stream(record.chunks.clone(), record.holders.clone(), start, end)
+    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
+        let needed: Vec<_> = crate::chunks::pieces_in_range(&record.chunks, start, end)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        self.chunks.ensure_available(&needed).await?;
+        Ok(self
+            .chunks
+            .stream(record.chunks.clone(), record.holders.clone(), start, end))
     }
 
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let cmd = Command::UnlinkBlob {
             repo: repo.clone(),
             digest: digest.clone(),
+            now_ms: now_ms(),
         };
         match self.propose(cmd).await? {
             Outcome::Done => Ok(()),
@@ -274,6 +284,7 @@ impl Registry {
                 Err(Error::ManifestBlobUnknown(d))
             }
             Outcome::Rejected(Rejection::ManifestUnknown) => Err(Error::ManifestUnknown),
+            Outcome::Rejected(Rejection::ChunksCollected(_)) => Err(Error::ManifestUnknown),
         }
     }
 
@@ -328,10 +339,12 @@ impl Registry {
             Reference::Digest(d) => Command::DeleteManifest {
                 repo: repo.clone(),
                 digest: d.clone(),
+                now_ms: now_ms(),
             },
             Reference::Tag(t) => Command::DeleteTag {
                 repo: repo.clone(),
                 tag: t.clone(),
+                now_ms: now_ms(),
             },
         };
         match self.propose(cmd).await? {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::body::Body;
 use stowage_storage::chunker::Chunker;
-use stowage_storage::meta::{ChunkRef, Command, Outcome};
+use stowage_storage::meta::{ChunkRef, Command, Outcome, Rejection};
 use stowage_storage::types::{Digest, DigestAlgorithm, DigestHasher, NodeId, RepoName, UploadId};
 use stowage_storage::uploads::UploadSession;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ingest::{Received, Stored, StoredFuture};
 use super::{now_ms, Registry};
 use crate::error::{Error, Result};
+use crate::workers::{Step, Worker};
 
 /// Where a chunk of a PATCH or PUT body claims to start, and how long it is,
 /// from `Content-Range` and `Content-Length`.
@@ -293,8 +294,15 @@ impl Registry {
         let holders = session
             .holders
             .unwrap_or_else(|| vec![self.settings.node_id]);
-        self.record_blob(repo, digest, session.size, session.chunks, holders)
-            .await?;
+        self.record_blob(
+            repo,
+            digest,
+            session.size,
+            session.chunks,
+            holders,
+            session.started_ms,
+        )
+        .await?;
         self.end_session(id)
     }
 
@@ -339,6 +347,7 @@ impl Registry {
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
+        let started_ms = now_ms();
         let chunker = Chunker::new(digest.algorithm(), self.settings.chunk_size_bytes);
         let (chunker, stored) = self.ingest.body(chunker, body, len).await?;
         let actual = chunker.digest();
@@ -349,12 +358,21 @@ impl Registry {
             });
         }
         let holders = stored.holders.iter().copied().collect();
-        self.record_blob(repo, digest, chunker.size_bytes(), stored.chunks, holders)
-            .await?;
+        self.record_blob(
+            repo,
+            digest,
+            chunker.size_bytes(),
+            stored.chunks,
+            holders,
+            started_ms,
+        )
+        .await?;
         drop(stored.pins);
         Ok(())
     }
 
+    /// Records a finished upload whose chunks were written from
+    /// `written_since_ms` on.
     async fn record_blob(
         &self,
         repo: &RepoName,
@@ -362,6 +380,7 @@ impl Registry {
         size: u64,
         chunks: Vec<ChunkRef>,
         holders: Vec<NodeId>,
+        written_since_ms: u64,
     ) -> Result<()> {
         let cmd = Command::PutBlob {
             repo: repo.clone(),
@@ -370,37 +389,56 @@ impl Registry {
             chunks,
             holders,
             now_ms: now_ms(),
+            written_since_ms,
         };
         match self.propose(cmd).await? {
             Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::ChunksCollected(c)) => {
+                tracing::info!(%digest, chunk = %c, "an upload raced garbage collection of its chunks; the client retries");
+                Err(Error::BlobUploadInvalid(
+                    "garbage collection removed data this upload reused while it ran; upload again",
+                ))
+            }
             Outcome::Rejected(_) => Err(Error::BlobUnknown(digest.clone())),
         }
     }
 
-    /// Cancels sessions idle for longer than the expiry and removes chunk
-    /// files nothing references any more. Runs at start-up and periodically.
-    pub fn sweep(&self) -> Result<()> {
+    /// Cancels sessions idle for longer than the expiry; their chunks are
+    /// then orphans, which chunk GC removes once the upload lease is over.
+    pub fn expire_uploads(&self) -> Result<u64> {
         let expiry_ms = u64::try_from(self.settings.upload_expiry.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now_ms().saturating_sub(expiry_ms);
+        let mut n = 0;
         for id in self.store.uploads.idle_since(cutoff)? {
             tracing::info!(upload = %id, "expiring an abandoned upload");
             self.end_session(&id)?;
+            n += 1;
         }
-        let mut live = std::collections::HashSet::new();
-        self.store.uploads.for_each_chunk(|c| {
-            live.insert(c.id);
-        })?;
-        let meta = &self.store.meta;
-        let report = self.store.chunks.sweep(self.settings.gc_grace, |id| {
-            Ok(live.contains(id) || self.chunks.is_pinned(id) || meta.chunk_referenced(id)?)
-        })?;
-        if report.removed > 0 {
-            tracing::info!(
-                removed = report.removed,
-                bytes = report.removed_bytes,
-                "removed unreferenced chunk files"
-            );
-        }
-        Ok(())
+        Ok(n)
+    }
+}
+
+/// The background job that expires abandoned upload sessions.
+pub struct UploadExpiry {
+    pub registry: Arc<Registry>,
+    pub interval: std::time::Duration,
+}
+
+impl Worker for UploadExpiry {
+    fn name(&self) -> &'static str {
+        "uploads"
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.interval
+    }
+
+    async fn step(&self) -> Result<Step> {
+        let r = self.registry.clone();
+        let expired = tokio::task::spawn_blocking(move || r.expire_uploads()).await??;
+        Ok(Step::Idle(format!(
+            "{} sessions open, {expired} expired",
+            self.registry.store.uploads.len()
+        )))
     }
 }

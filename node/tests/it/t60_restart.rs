@@ -132,7 +132,7 @@ async fn orphan_chunks_and_abandoned_sessions_are_swept() {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        "gc_grace_secs = 0\nsweep_interval_secs = 1\nupload_expiry_secs = 0\n",
+        "gc_grace_secs = 0\ngc_interval_secs = 1\nsweep_interval_secs = 1\nupload_expiry_secs = 0\n",
     )
     .unwrap();
     let data_dir = dir.path().join("data");
@@ -151,7 +151,12 @@ async fn orphan_chunks_and_abandoned_sessions_are_swept() {
     let node = Node::spawn(bin(), &data_dir, &["--config", cfg.to_str().unwrap()]);
     let c = client();
     let u = &node.url;
+    // A blob a manifest references stays; unreferenced ones are garbage
+    // once their upload lease (0 here) is over.
     let kept = push_blob(&c, u, "r", &data(1, 3000)).await;
+    let m = image_manifest(&(kept.clone(), 3000), &[]);
+    let r = put_manifest(&c, u, "r", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
     // A failed digest check and an abandoned session leave chunks too.
     let r = c
         .post(format!(

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
-use crate::types::{Digest, NodeId, RepoName, Tag};
+use crate::types::{ChunkId, Digest, NodeId, RepoName, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -20,6 +20,10 @@ pub enum Command {
         /// Nodes known to hold every chunk when the upload finished.
         holders: Vec<NodeId>,
         now_ms: u64,
+        /// When the upload began writing its chunks (the proposer's clock).
+        /// A new record is refused if one of its chunks was tombstoned after
+        /// that: some node may have deleted its copy meanwhile.
+        written_since_ms: u64,
     },
     /// Links a blob that already exists into `repo` (a mount).
     LinkBlob {
@@ -27,10 +31,12 @@ pub enum Command {
         digest: Digest,
         now_ms: u64,
     },
-    /// Removes a blob from `repo`; its bytes stay until garbage collection.
+    /// Removes a blob from `repo`. The last link's removal drops the blob
+    /// record; its chunk files go after the tombstone delay.
     UnlinkBlob {
         repo: RepoName,
         digest: Digest,
+        now_ms: u64,
     },
     /// Stores a manifest in `repo`, points `tags` at it, and indexes it as a
     /// referrer of its subject.
@@ -45,16 +51,36 @@ pub enum Command {
     DeleteManifest {
         repo: RepoName,
         digest: Digest,
+        now_ms: u64,
     },
     DeleteTag {
         repo: RepoName,
         tag: Tag,
+        now_ms: u64,
+    },
+    /// Garbage collection: drops the blob links a GC pass found unused.
+    /// Apply checks each again under `policy`, so a link that a manifest
+    /// or an upload took meanwhile stays.
+    CollectBlobs {
+        links: Vec<(RepoName, Digest)>,
+        policy: GcPolicy,
+    },
+    /// Garbage collection of untagged manifests (for repositories that opt
+    /// in); each is checked again under `policy`.
+    CollectManifests {
+        repo: RepoName,
+        digests: Vec<Digest>,
+        policy: GcPolicy,
+    },
+    /// Forgets chunk tombstones old enough that every node has acted on
+    /// them; a copy left behind is then an orphan, removed by its age.
+    ForgetTombstones {
+        chunks: Vec<ChunkId>,
+        policy: GcPolicy,
     },
     /// Names the cluster once, when it first forms; later values are
     /// ignored, so every replica keeps the first.
-    SetClusterId {
-        id: String,
-    },
+    SetClusterId { id: String },
 }
 
 impl std::fmt::Display for Command {
@@ -62,14 +88,21 @@ impl std::fmt::Display for Command {
         match self {
             Command::PutBlob { repo, digest, .. } => write!(f, "put blob {repo}@{digest}"),
             Command::LinkBlob { repo, digest, .. } => write!(f, "link blob {repo}@{digest}"),
-            Command::UnlinkBlob { repo, digest } => write!(f, "unlink blob {repo}@{digest}"),
+            Command::UnlinkBlob { repo, digest, .. } => write!(f, "unlink blob {repo}@{digest}"),
             Command::PutManifest {
                 repo, digest, tags, ..
             } => write!(f, "put manifest {repo}@{digest} tags {tags:?}"),
-            Command::DeleteManifest { repo, digest } => {
+            Command::DeleteManifest { repo, digest, .. } => {
                 write!(f, "delete manifest {repo}@{digest}")
             }
-            Command::DeleteTag { repo, tag } => write!(f, "delete tag {repo}:{tag}"),
+            Command::DeleteTag { repo, tag, .. } => write!(f, "delete tag {repo}:{tag}"),
+            Command::CollectBlobs { links, .. } => write!(f, "collect {} blob links", links.len()),
+            Command::CollectManifests { repo, digests, .. } => {
+                write!(f, "collect {} untagged manifests in {repo}", digests.len())
+            }
+            Command::ForgetTombstones { chunks, .. } => {
+                write!(f, "forget {} chunk tombstones", chunks.len())
+            }
             Command::SetClusterId { id } => write!(f, "set cluster id {id}"),
         }
     }
@@ -90,4 +123,19 @@ pub enum Rejection {
     /// A manifest references a blob or child manifest the repository lacks.
     ManifestBlobUnknown(Digest),
     ManifestUnknown,
+    /// A chunk of a new blob was tombstoned while the upload wrote it; the
+    /// client uploads again.
+    ChunksCollected(ChunkId),
+}
+
+/// The clock and the delays a garbage-collection decision is made under;
+/// carried in the command so that every replica decides the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcPolicy {
+    pub now_ms: u64,
+    /// Unreferenced data younger than this stays (`gc_grace_secs`).
+    pub grace_ms: u64,
+    /// How long an upload's blob link protects the blob before a manifest
+    /// references it (`upload_expiry_secs`).
+    pub lease_ms: u64,
 }

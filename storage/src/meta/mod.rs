@@ -8,6 +8,7 @@
 //! together with the applied-log mark, so a crash never splits a command.
 
 mod command;
+mod gc;
 mod records;
 
 use std::collections::BTreeMap;
@@ -19,23 +20,31 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::IVec;
 
-pub use self::command::{Command, Outcome, Rejection};
-pub use self::records::{BlobRecord, ChunkRef, Descriptor, ManifestRecord};
+pub use self::command::{Command, GcPolicy, Outcome, Rejection};
+pub use self::gc::{Dependents, GcCandidates};
+pub use self::records::{BlobRecord, ChunkRef, Descriptor, Link, ManifestRecord, RepoManifest};
 use crate::error::{Error, Result};
 use crate::types::{ChunkId, Digest, RepoName, Tag};
 
 // Key prefixes of the one state-machine tree.
 const BLOB: u8 = b'B'; // B<digest> -> BlobRecord
 const CHUNK_REFS: u8 = b'C'; // C<chunk id> -> u64 blobs using it
-const LINK: u8 = b'L'; // L<repo>\0<digest> -> u64 linked at (ms)
+const BLOB_LINKS: u8 = b'K'; // K<digest> -> u64 repositories linking it
+const LINK: u8 = b'L'; // L<repo>\0<digest> -> Link
 const MANIFEST: u8 = b'M'; // M<digest> -> ManifestRecord
 const MANIFEST_REFS: u8 = b'N'; // N<digest> -> u64 repositories holding it
-const REPO_MANIFEST: u8 = b'P'; // P<repo>\0<digest> -> ()
+const REPO_MANIFEST: u8 = b'P'; // P<repo>\0<digest> -> RepoManifest
+const TOMBSTONE: u8 = b'Z'; // Z<chunk id> -> u64 ms it became unreferenced
 const TAG: u8 = b'T'; // T<repo>\0<tag> -> digest
 const REFERRER: u8 = b'F'; // F<repo>\0<subject>\0<referrer> -> Descriptor
 const REPO: u8 = b'R'; // R<repo> -> u64 blob links + manifests
 const APPLIED: &[u8] = b"_applied"; // opaque mark of the last applied log entry
 const CLUSTER_ID: &[u8] = b"_cluster"; // the cluster's name, set once
+
+/// How far apart the nodes' clocks may be for the tombstone check of a new
+/// blob's chunks: chunk file times (local clocks) are compared with
+/// tombstone times (the proposer's clock).
+pub const CLOCK_SKEW_MS: u64 = 2_000;
 
 /// sled meta-key naming the generation of the active state-machine tree.
 const ACTIVE_TREE: &[u8] = b"stowage/active-sm-tree";
@@ -112,6 +121,21 @@ impl<'a> Txn<'a> {
 
     fn del(&mut self, k: Vec<u8>) {
         self.writes.insert(k, None);
+    }
+
+    /// Changes a stored record in place, if it exists.
+    fn update<T: Serialize + DeserializeOwned>(
+        &mut self,
+        tree: &'static str,
+        k: Vec<u8>,
+        f: impl FnOnce(&mut T),
+    ) -> Result<()> {
+        if let Some(b) = self.get(&k)? {
+            let mut v: T = decode(tree, &b)?;
+            f(&mut v);
+            self.put(k, encode(&v));
+        }
+        Ok(())
     }
 
     /// Adds `delta` to a counter, removing it when it reaches zero.
@@ -200,11 +224,22 @@ impl StateMachine {
                 chunks,
                 holders,
                 now_ms,
+                written_since_ms,
             } => {
                 let bk = key(BLOB, &[digest.as_str()]);
                 if !txn.has(&bk)? {
                     for c in chunks {
+                        if let Some(at) = txn.get(&tombstone_key(&c.id))? {
+                            // Copies written before the tombstone (plus the
+                            // clock allowance) may be deleted by now.
+                            if count(Some(&at)) + CLOCK_SKEW_MS >= *written_since_ms {
+                                return Ok(Outcome::Rejected(ChunksCollected(c.id)));
+                            }
+                        }
+                    }
+                    for c in chunks {
                         txn.bump(chunk_key(&c.id), 1)?;
+                        txn.del(tombstone_key(&c.id));
                     }
                     let rec = BlobRecord {
                         size: *size,
@@ -226,13 +261,14 @@ impl StateMachine {
                 }
                 Self::link(txn, repo, digest, *now_ms)?;
             }
-            Command::UnlinkBlob { repo, digest } => {
-                let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
-                if !txn.has(&lk)? {
+            Command::UnlinkBlob {
+                repo,
+                digest,
+                now_ms,
+            } => {
+                if !Self::unlink(txn, repo, digest, *now_ms)? {
                     return Ok(Outcome::Rejected(BlobUnknown(digest.clone())));
                 }
-                txn.del(lk);
-                txn.bump(key(REPO, &[repo.as_str()]), -1)?;
             }
             Command::PutManifest {
                 repo,
@@ -251,21 +287,45 @@ impl StateMachine {
                         return Ok(Outcome::Rejected(ManifestBlobUnknown(m.clone())));
                     }
                 }
+                let now = record.created_ms;
                 let mk = key(MANIFEST, &[digest.as_str()]);
                 if !txn.has(&mk)? {
                     txn.put(mk, encode(record));
                 }
                 let pk = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
                 if !txn.has(&pk)? {
-                    txn.put(pk, Vec::new());
+                    txn.put(
+                        pk,
+                        encode(&RepoManifest {
+                            untagged_ms: now,
+                            ..RepoManifest::default()
+                        }),
+                    );
                     txn.bump(key(MANIFEST_REFS, &[digest.as_str()]), 1)?;
                     txn.bump(key(REPO, &[repo.as_str()]), 1)?;
+                    // The manifest now holds its blobs: their upload leases
+                    // have done their job.
+                    for b in &record.blobs {
+                        Self::update_link(txn, repo, b, |l| {
+                            l.refs += 1;
+                            l.leased = false;
+                        })?;
+                    }
+                    for m in record.children.iter().filter(|m| *m != digest) {
+                        Self::update_repo_manifest(txn, repo, m, |p| p.parents += 1)?;
+                    }
                 }
                 for t in tags {
-                    txn.put(
-                        key(TAG, &[repo.as_str(), t.as_str()]),
-                        digest.as_str().as_bytes().to_vec(),
-                    );
+                    let tk = key(TAG, &[repo.as_str(), t.as_str()]);
+                    let old = txn.get(&tk)?;
+                    if old.as_deref() == Some(digest.as_str().as_bytes()) {
+                        continue;
+                    }
+                    if let Some(old) = old {
+                        Self::untag(txn, repo, &old, now)?;
+                    }
+                    txn.put(tk, digest.as_str().as_bytes().to_vec());
+                    Self::update_repo_manifest(txn, repo, digest, |p| p.tags += 1)?;
                 }
                 if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
                     txn.put(
@@ -277,58 +337,227 @@ impl StateMachine {
                     );
                 }
             }
-            Command::DeleteManifest { repo, digest } => {
-                let pk = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
-                if !txn.has(&pk)? {
+            Command::DeleteManifest {
+                repo,
+                digest,
+                now_ms,
+            } => {
+                if !Self::delete_manifest(txn, repo, digest, *now_ms)? {
                     return Ok(Outcome::Rejected(ManifestUnknown));
-                }
-                txn.del(pk);
-                txn.bump(key(REPO, &[repo.as_str()]), -1)?;
-                let mk = key(MANIFEST, &[digest.as_str()]);
-                let record: Option<ManifestRecord> = match txn.get(&mk)? {
-                    Some(b) => Some(decode("manifests", &b)?),
-                    None => None,
-                };
-                if let Some(subject) = record.as_ref().and_then(|r| r.subject.as_ref()) {
-                    txn.del(key(
-                        REFERRER,
-                        &[repo.as_str(), subject.as_str(), digest.as_str()],
-                    ));
-                }
-                if txn.bump(key(MANIFEST_REFS, &[digest.as_str()]), -1)? == 0 {
-                    txn.del(mk);
-                }
-                let prefix = repo_prefix(TAG, repo);
-                for kv in txn.tree.scan_prefix(&prefix) {
-                    let (k, v) = kv?;
-                    if v.as_ref() == digest.as_str().as_bytes() {
-                        txn.del(k.to_vec());
-                    }
                 }
             }
-            Command::DeleteTag { repo, tag } => {
+            Command::DeleteTag { repo, tag, now_ms } => {
                 let tk = key(TAG, &[repo.as_str(), tag.as_str()]);
-                if !txn.has(&tk)? {
+                let Some(old) = txn.get(&tk)? else {
                     return Ok(Outcome::Rejected(ManifestUnknown));
-                }
+                };
                 txn.del(tk);
+                Self::untag(txn, repo, &old, *now_ms)?;
             }
             Command::SetClusterId { id } => {
                 if !txn.has(CLUSTER_ID)? {
                     txn.put(CLUSTER_ID.to_vec(), id.as_bytes().to_vec());
                 }
             }
+            Command::CollectBlobs { links, policy } => {
+                for (repo, digest) in links {
+                    let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
+                    let Some(link) = txn.get(&lk)? else {
+                        continue;
+                    };
+                    if gc::link_collectable(&decode("links", &link)?, policy) {
+                        Self::unlink(txn, repo, digest, policy.now_ms)?;
+                    }
+                }
+            }
+            Command::CollectManifests {
+                repo,
+                digests,
+                policy,
+            } => {
+                for digest in digests {
+                    if Self::untagged_collectable(txn, repo, digest, policy)? {
+                        Self::delete_manifest(txn, repo, digest, policy.now_ms)?;
+                    }
+                }
+            }
+            Command::ForgetTombstones { chunks, policy } => {
+                for c in chunks {
+                    let zk = tombstone_key(c);
+                    if let Some(at) = txn.get(&zk)? {
+                        if gc::tombstone_forgettable(count(Some(&at)), policy) {
+                            txn.del(zk);
+                        }
+                    }
+                }
+            }
         }
         Ok(Outcome::Done)
     }
 
+    /// Links a blob into `repo`, or renews the link's upload lease: an
+    /// upload or mount that is acknowledged protects the blob until a
+    /// manifest references it or the lease runs out.
     fn link(txn: &mut Txn<'_>, repo: &RepoName, digest: &Digest, now_ms: u64) -> Result<()> {
         let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
-        if !txn.has(&lk)? {
-            txn.put(lk, now_ms.to_be_bytes().to_vec());
-            txn.bump(key(REPO, &[repo.as_str()]), 1)?;
-        }
+        let link = match txn.get(&lk)? {
+            Some(b) => Link {
+                linked_ms: now_ms,
+                leased: true,
+                ..decode("links", &b)?
+            },
+            None => {
+                txn.bump(key(REPO, &[repo.as_str()]), 1)?;
+                txn.bump(key(BLOB_LINKS, &[digest.as_str()]), 1)?;
+                Link {
+                    linked_ms: now_ms,
+                    leased: true,
+                    refs: 0,
+                    unref_ms: None,
+                }
+            }
+        };
+        txn.put(lk, encode(&link));
         Ok(())
+    }
+
+    /// Removes a blob's link from `repo`; the last link takes the blob
+    /// record with it. Returns whether the link existed.
+    fn unlink(txn: &mut Txn<'_>, repo: &RepoName, digest: &Digest, now_ms: u64) -> Result<bool> {
+        let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
+        if !txn.has(&lk)? {
+            return Ok(false);
+        }
+        txn.del(lk);
+        txn.bump(key(REPO, &[repo.as_str()]), -1)?;
+        if txn.bump(key(BLOB_LINKS, &[digest.as_str()]), -1)? == 0 {
+            let bk = key(BLOB, &[digest.as_str()]);
+            if let Some(b) = txn.get(&bk)? {
+                let record: BlobRecord = decode("blobs", &b)?;
+                for c in &record.chunks {
+                    // Chunk files go on every node once the tombstone is
+                    // older than the grace period.
+                    if txn.bump(chunk_key(&c.id), -1)? == 0 {
+                        txn.put(tombstone_key(&c.id), now_ms.to_be_bytes().to_vec());
+                    }
+                }
+                txn.del(bk);
+            }
+        }
+        Ok(true)
+    }
+
+    fn update_link(
+        txn: &mut Txn<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        f: impl FnOnce(&mut Link),
+    ) -> Result<()> {
+        txn.update("links", key(LINK, &[repo.as_str(), digest.as_str()]), f)
+    }
+
+    fn update_repo_manifest(
+        txn: &mut Txn<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        f: impl FnOnce(&mut RepoManifest),
+    ) -> Result<()> {
+        let k = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
+        txn.update("repository manifests", k, f)
+    }
+
+    /// A tag stopped pointing at the manifest named by `old` (digest text).
+    fn untag(txn: &mut Txn<'_>, repo: &RepoName, old: &[u8], now_ms: u64) -> Result<()> {
+        let Ok(old) = Digest::parse(&String::from_utf8_lossy(old)) else {
+            return Ok(());
+        };
+        Self::update_repo_manifest(txn, repo, &old, |p| {
+            p.tags = p.tags.saturating_sub(1);
+            if p.tags == 0 {
+                p.untagged_ms = now_ms;
+            }
+        })
+    }
+
+    /// Removes a manifest from `repo` with its tags and referrer entry, and
+    /// releases what it held. Returns whether it was there.
+    fn delete_manifest(
+        txn: &mut Txn<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let pk = key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]);
+        if !txn.has(&pk)? {
+            return Ok(false);
+        }
+        txn.del(pk);
+        txn.bump(key(REPO, &[repo.as_str()]), -1)?;
+        let mk = key(MANIFEST, &[digest.as_str()]);
+        let record: Option<ManifestRecord> = match txn.get(&mk)? {
+            Some(b) => Some(decode("manifests", &b)?),
+            None => None,
+        };
+        if let Some(record) = &record {
+            if let Some(subject) = &record.subject {
+                txn.del(key(
+                    REFERRER,
+                    &[repo.as_str(), subject.as_str(), digest.as_str()],
+                ));
+            }
+            for b in &record.blobs {
+                Self::update_link(txn, repo, b, |l| {
+                    l.refs = l.refs.saturating_sub(1);
+                    if l.refs == 0 {
+                        l.unref_ms = Some(now_ms);
+                    }
+                })?;
+            }
+            for m in record.children.iter().filter(|m| *m != digest) {
+                Self::update_repo_manifest(txn, repo, m, |p| {
+                    p.parents = p.parents.saturating_sub(1);
+                    if p.parents == 0 && p.tags == 0 {
+                        p.untagged_ms = now_ms;
+                    }
+                })?;
+            }
+        }
+        if txn.bump(key(MANIFEST_REFS, &[digest.as_str()]), -1)? == 0 {
+            txn.del(mk);
+        }
+        let prefix = repo_prefix(TAG, repo);
+        for kv in txn.tree.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if v.as_ref() == digest.as_str().as_bytes() {
+                txn.del(k.to_vec());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether an untagged manifest may go: no tag, no parent index, no
+    /// subject still in the repository, and untagged for the grace period.
+    fn untagged_collectable(
+        txn: &Txn<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        policy: &GcPolicy,
+    ) -> Result<bool> {
+        let Some(p) = txn.get(&key(REPO_MANIFEST, &[repo.as_str(), digest.as_str()]))? else {
+            return Ok(false);
+        };
+        let p: RepoManifest = decode("repository manifests", &p)?;
+        if !gc::untagged_expired(&p, policy) {
+            return Ok(false);
+        }
+        let subject = match txn.get(&key(MANIFEST, &[digest.as_str()]))? {
+            Some(b) => decode::<ManifestRecord>("manifests", &b)?.subject,
+            None => None,
+        };
+        match subject {
+            Some(s) => Ok(!txn.has(&key(REPO_MANIFEST, &[repo.as_str(), s.as_str()]))?),
+            None => Ok(true),
+        }
     }
 
     // ---- reads ----
@@ -579,6 +808,13 @@ impl<R: Read> Checksummed<R> {
 fn chunk_key(id: &ChunkId) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
     k.push(CHUNK_REFS);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn tombstone_key(id: &ChunkId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(TOMBSTONE);
     k.extend_from_slice(id.as_bytes());
     k
 }

@@ -50,3 +50,31 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
 }
+
+/// A blob's link into one repository, with what protects it from
+/// collection: the manifests of the repository that reference it, or the
+/// lease of the upload or mount that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// When the blob was last uploaded or mounted into the repository.
+    pub linked_ms: u64,
+    /// Until a manifest references the blob, its upload's lease holds it
+    /// (until `linked_ms` plus the lease).
+    pub leased: bool,
+    /// Manifests of the repository that reference the blob.
+    pub refs: u64,
+    /// When `refs` last fell to zero.
+    pub unref_ms: Option<u64>,
+}
+
+/// A manifest's presence in one repository, with the counts that decide
+/// whether it is untagged garbage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoManifest {
+    /// Tags of the repository pointing at it.
+    pub tags: u64,
+    /// Manifests (indexes) of the repository that list it as a child.
+    pub parents: u64,
+    /// When it was stored or last lost its last tag.
+    pub untagged_ms: u64,
+}

@@ -30,6 +30,7 @@ fn put_blob(sm: &StateMachine, r: &str, content: &str) -> Digest {
                 }],
                 holders: vec![],
                 now_ms: 1,
+                written_since_ms: 1,
             },
             b"m",
         )
@@ -65,6 +66,7 @@ fn blobs_are_visible_only_where_linked() {
     let unlink = Command::UnlinkBlob {
         repo: repo("a/one"),
         digest: d.clone(),
+        now_ms: 3,
     };
     assert_eq!(sm.apply(&unlink, b"m").unwrap(), Outcome::Done);
     assert!(sm.blob_in_repo(&repo("a/one"), &d).unwrap().is_none());
@@ -73,8 +75,17 @@ fn blobs_are_visible_only_where_linked() {
         sm.apply(&unlink, b"m").unwrap(),
         Outcome::Rejected(Rejection::BlobUnknown(d.clone()))
     );
-    // The record and its chunk references stay until garbage collection.
+    // Another repository still links it, so the record and its chunks stay.
     assert!(sm.chunk_referenced(&ChunkId::of(b"layer")).unwrap());
+    let last = Command::UnlinkBlob {
+        repo: repo("a/two"),
+        digest: d.clone(),
+        now_ms: 4,
+    };
+    assert_eq!(sm.apply(&last, b"m").unwrap(), Outcome::Done);
+    assert!(sm.blob(&d).unwrap().is_none());
+    assert!(!sm.chunk_referenced(&ChunkId::of(b"layer")).unwrap());
+    assert_eq!(sm.tombstone(&ChunkId::of(b"layer")).unwrap(), Some(4));
 }
 
 #[test]
@@ -134,6 +145,7 @@ fn deleting_a_manifest_removes_its_tags_and_referrer_entry() {
     let del = Command::DeleteManifest {
         repo: repo("app"),
         digest: m.clone(),
+        now_ms: 5,
     };
     assert_eq!(sm.apply(&del, b"m").unwrap(), Outcome::Done);
     assert!(sm.referrers(&repo("app"), &subject).unwrap().is_empty());
@@ -211,4 +223,242 @@ fn cluster_id_is_set_once() {
         assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
     }
     assert_eq!(sm.cluster_id().unwrap().as_deref(), Some("first"));
+}
+
+fn policy(now_ms: u64, grace_ms: u64, lease_ms: u64) -> GcPolicy {
+    GcPolicy {
+        now_ms,
+        grace_ms,
+        lease_ms,
+    }
+}
+
+fn put_image(sm: &StateMachine, r: &str, layers: &[Digest], name: &str, tag: &str) -> Digest {
+    let m = digest(name);
+    let cmd = Command::PutManifest {
+        repo: repo(r),
+        digest: m.clone(),
+        record: Box::new(ManifestRecord {
+            created_ms: 10,
+            ..manifest(layers.to_vec(), None)
+        }),
+        tags: vec![Tag::parse(tag).unwrap()],
+        referrer: None,
+    };
+    assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
+    m
+}
+
+fn collect_all(sm: &StateMachine, p: GcPolicy) -> GcCandidates {
+    let c = sm.gc_candidates(&p, |_| true).unwrap();
+    let cmd = Command::CollectBlobs {
+        links: c.links.clone(),
+        policy: p,
+    };
+    assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
+    c
+}
+
+#[test]
+fn gc_takes_only_blobs_no_manifest_needs_and_keeps_shared_chunks() {
+    let (_d, sm) = sm();
+    let shared = put_blob(&sm, "app", "shared");
+    let only_one = put_blob(&sm, "app", "unique");
+    let m1 = put_image(&sm, "app", &[shared.clone(), only_one.clone()], "m1", "one");
+    put_image(&sm, "app", &[shared.clone()], "m2", "two");
+    // Referenced: nothing to collect, whatever the clock says.
+    assert!(collect_all(&sm, policy(1_000_000, 0, 0)).links.is_empty());
+
+    let del = Command::DeleteManifest {
+        repo: repo("app"),
+        digest: m1,
+        now_ms: 100,
+    };
+    assert_eq!(sm.apply(&del, b"m").unwrap(), Outcome::Done);
+    // Within the grace period the unique layer stays.
+    assert!(collect_all(&sm, policy(150, 100, 0)).links.is_empty());
+    let c = collect_all(&sm, policy(200, 100, 0));
+    assert_eq!(c.links, vec![(repo("app"), only_one.clone())]);
+    assert_eq!((c.blobs, c.bytes), (1, 6));
+    assert!(sm.blob(&only_one).unwrap().is_none());
+    assert_eq!(sm.tombstone(&ChunkId::of(b"unique")).unwrap(), Some(200));
+    assert!(sm.blob(&shared).unwrap().is_some());
+    assert!(sm.chunk_referenced(&ChunkId::of(b"shared")).unwrap());
+}
+
+#[test]
+fn an_upload_lease_protects_a_blob_until_a_manifest_takes_it() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer"); // linked at 1
+                                               // Grace 0: only the lease (100 ms here) holds it.
+    assert!(collect_all(&sm, policy(50, 0, 100)).links.is_empty());
+    assert_eq!(collect_all(&sm, policy(101, 0, 100)).links.len(), 1);
+    assert!(sm.blob(&layer).unwrap().is_none());
+
+    // Pushed again, then referenced: the manifest holds it, lease or not.
+    let again = Command::PutBlob {
+        repo: repo("app"),
+        digest: layer.clone(),
+        size: 5,
+        chunks: vec![ChunkRef {
+            id: ChunkId::of(b"layer"),
+            len: 5,
+        }],
+        holders: vec![],
+        now_ms: 5_000,
+        written_since_ms: 4_000,
+    };
+    assert_eq!(sm.apply(&again, b"m").unwrap(), Outcome::Done);
+    put_image(&sm, "app", &[layer.clone()], "m", "t");
+    assert!(collect_all(&sm, policy(10_000, 0, 100)).links.is_empty());
+    assert!(sm.blob_in_repo(&repo("app"), &layer).unwrap().is_some());
+}
+
+#[test]
+fn a_collection_decided_before_a_push_does_not_take_it() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer");
+    let p = policy(500, 0, 100);
+    let decided = sm.gc_candidates(&p, |_| true).unwrap();
+    assert_eq!(decided.links.len(), 1);
+    // The same layer is pushed again (renewing its lease) before the
+    // collection is applied: apply checks again and keeps it.
+    let again = Command::PutBlob {
+        repo: repo("app"),
+        digest: layer.clone(),
+        size: 5,
+        chunks: vec![],
+        holders: vec![],
+        now_ms: 450,
+        written_since_ms: 440,
+    };
+    assert_eq!(sm.apply(&again, b"m").unwrap(), Outcome::Done);
+    let cmd = Command::CollectBlobs {
+        links: decided.links,
+        policy: p,
+    };
+    assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
+    assert!(sm.blob_in_repo(&repo("app"), &layer).unwrap().is_some());
+}
+
+#[test]
+fn a_new_blob_whose_chunk_was_tombstoned_while_uploading_is_refused() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer");
+    collect_all(&sm, policy(10_000, 0, 0)); // tombstone at 10 s
+    let chunk = ChunkRef {
+        id: ChunkId::of(b"layer"),
+        len: 5,
+    };
+    let put = |written_since_ms| Command::PutBlob {
+        repo: repo("app"),
+        digest: layer.clone(),
+        size: 5,
+        chunks: vec![chunk],
+        holders: vec![],
+        now_ms: 20_000,
+        written_since_ms,
+    };
+    assert_eq!(
+        sm.apply(&put(9_000), b"m").unwrap(),
+        Outcome::Rejected(Rejection::ChunksCollected(chunk.id))
+    );
+    assert!(sm.blob(&layer).unwrap().is_none());
+    // Written well after the tombstone: every copy is newer than it.
+    assert_eq!(sm.apply(&put(15_000), b"m").unwrap(), Outcome::Done);
+    assert_eq!(sm.tombstone(&chunk.id).unwrap(), None);
+    assert!(sm.chunk_referenced(&chunk.id).unwrap());
+}
+
+#[test]
+fn untagged_manifests_go_only_where_asked_and_not_while_an_index_needs_them() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer");
+    let child = put_image(&sm, "app", &[layer.clone()], "child", "c");
+    let index = digest("index");
+    let put_index = Command::PutManifest {
+        repo: repo("app"),
+        digest: index.clone(),
+        record: Box::new(ManifestRecord {
+            children: vec![child.clone()],
+            created_ms: 20,
+            ..manifest(vec![], None)
+        }),
+        tags: vec![Tag::parse("i").unwrap()],
+        referrer: None,
+    };
+    assert_eq!(sm.apply(&put_index, b"m").unwrap(), Outcome::Done);
+    let untag = |t: &str, now_ms| Command::DeleteTag {
+        repo: repo("app"),
+        tag: Tag::parse(t).unwrap(),
+        now_ms,
+    };
+    sm.apply(&untag("c", 30), b"m").unwrap();
+    let p = policy(1_000, 0, 0);
+    // The child is untagged but listed by a tagged index.
+    assert!(sm.gc_candidates(&p, |_| true).unwrap().manifests.is_empty());
+    sm.apply(&untag("i", 40), b"m").unwrap();
+    assert_eq!(
+        sm.gc_candidates(&p, |_| true).unwrap().manifests,
+        vec![(repo("app"), index.clone())]
+    );
+    assert!(sm
+        .gc_candidates(&p, |_| false)
+        .unwrap()
+        .manifests
+        .is_empty());
+    let collect = Command::CollectManifests {
+        repo: repo("app"),
+        digests: vec![index.clone()],
+        policy: p,
+    };
+    sm.apply(&collect, b"m").unwrap();
+    assert!(sm.manifest_in_repo(&repo("app"), &index).unwrap().is_none());
+    // Now the child is free too, and after it its layer.
+    let c = sm.gc_candidates(&p, |_| true).unwrap();
+    assert_eq!(c.manifests, vec![(repo("app"), child.clone())]);
+    let collect = Command::CollectManifests {
+        repo: repo("app"),
+        digests: vec![child],
+        policy: p,
+    };
+    sm.apply(&collect, b"m").unwrap();
+    collect_all(&sm, p);
+    assert!(sm.blob(&layer).unwrap().is_none());
+    assert!(!sm.repo_exists(&repo("app")).unwrap());
+}
+
+#[test]
+fn tombstones_are_forgotten_after_grace_and_lease() {
+    let (_d, sm) = sm();
+    put_blob(&sm, "app", "layer");
+    collect_all(&sm, policy(100, 0, 0));
+    let id = ChunkId::of(b"layer");
+    let early = policy(150, 10, 100);
+    assert!(sm
+        .gc_candidates(&early, |_| true)
+        .unwrap()
+        .tombstones
+        .is_empty());
+    let late = policy(210, 10, 100);
+    let c = sm.gc_candidates(&late, |_| true).unwrap();
+    assert_eq!(c.tombstones, vec![id]);
+    let cmd = Command::ForgetTombstones {
+        chunks: c.tombstones,
+        policy: late,
+    };
+    sm.apply(&cmd, b"m").unwrap();
+    assert_eq!(sm.tombstone(&id).unwrap(), None);
+}
+
+#[test]
+fn dependents_name_blobs_manifests_tags_and_repositories() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer");
+    let m = put_image(&sm, "app", &[layer.clone()], "m", "latest");
+    let d = sm.dependents(&ChunkId::of(b"layer")).unwrap();
+    assert_eq!(d.blobs, vec![layer]);
+    assert_eq!(d.manifests, vec![(repo("app"), m)]);
+    assert_eq!(d.tags, vec![(repo("app"), Tag::parse("latest").unwrap())]);
+    assert_eq!(d.repositories, vec![repo("app")]);
 }
