@@ -60,10 +60,11 @@ async fn deleting_an_image_frees_its_unique_layers_on_every_node() {
             let have: BTreeSet<String> = files.keys().cloned().collect();
             let everything = everything.clone();
             async move {
-                everything
-                    .is_subset(&have)
-                    .then_some(())
-                    .ok_or(format!("node {} holds {} chunk files", m.id, have.len()))
+                everything.is_subset(&have).then_some(()).ok_or(format!(
+                    "node {} holds {} chunk files",
+                    m.id,
+                    have.len()
+                ))
             }
         })
         .await;
@@ -82,22 +83,26 @@ async fn deleting_an_image_frees_its_unique_layers_on_every_node() {
         .map(|b| b.len() as u64)
         .sum();
     for m in &cluster.members {
-        eventually("only the surviving image's chunks", Duration::from_secs(60), || {
-            let files = chunk_files(&m.node.data_dir);
-            let survivors = survivors.clone();
-            async move {
-                let names: BTreeSet<String> = files.keys().cloned().collect();
-                let bytes: u64 = files.values().sum();
-                (names == survivors && bytes == want_bytes)
-                    .then_some(())
-                    .ok_or(format!(
-                        "node {}: {} files, {bytes} bytes (want {} files, {want_bytes} bytes)",
-                        m.id,
-                        names.len(),
-                        survivors.len()
-                    ))
-            }
-        })
+        eventually(
+            "only the surviving image's chunks",
+            Duration::from_secs(60),
+            || {
+                let files = chunk_files(&m.node.data_dir);
+                let survivors = survivors.clone();
+                async move {
+                    let names: BTreeSet<String> = files.keys().cloned().collect();
+                    let bytes: u64 = files.values().sum();
+                    (names == survivors && bytes == want_bytes)
+                        .then_some(())
+                        .ok_or(format!(
+                            "node {}: {} files, {bytes} bytes (want {} files, {want_bytes} bytes)",
+                            m.id,
+                            names.len(),
+                            survivors.len()
+                        ))
+                }
+            },
+        )
         .await;
     }
     // The other image, with the shared layer, pulls whole from every node;
@@ -130,22 +135,26 @@ async fn deleting_an_image_frees_its_unique_layers_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    eventually("the repository leaves the catalog", Duration::from_secs(60), || {
-        let c = c.clone();
-        let url = url.clone();
-        async move {
-            let v: serde_json::Value = c
-                .get(format!("{url}/v2/_catalog"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let repos = v["repositories"].as_array().cloned().unwrap_or_default();
-            repos.is_empty().then_some(()).ok_or(format!("{repos:?}"))
-        }
-    })
+    eventually(
+        "the repository leaves the catalog",
+        Duration::from_secs(60),
+        || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                let v: serde_json::Value = c
+                    .get(format!("{url}/v2/_catalog"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let repos = v["repositories"].as_array().cloned().unwrap_or_default();
+                repos.is_empty().then_some(()).ok_or(format!("{repos:?}"))
+            }
+        },
+    )
     .await;
     for m in &cluster.members {
         eventually("no chunk files left", Duration::from_secs(60), || {

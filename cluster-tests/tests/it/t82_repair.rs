@@ -28,7 +28,8 @@ async fn push_images(cluster: &Cluster, via: &[u64], n: u64, seed: u64) -> Vec<I
                 let c = client();
                 let repo = format!("repair/r{}", i % 5);
                 let tag = format!("t{i}");
-                let (d, layers) = push_image(&c, &url, &repo, &tag, seed + i, &[CHUNK + 1000]).await;
+                let (d, layers) =
+                    push_image(&c, &url, &repo, &tag, seed + i, &[CHUNK + 1000]).await;
                 (repo, tag, d, layers)
             }
         })
@@ -47,15 +48,19 @@ fn expected_chunks(images: &[Image]) -> BTreeSet<String> {
 
 async fn wait_holds_all(cluster: &Cluster, id: u64, want: &BTreeSet<String>) {
     let dir = cluster.member(id).node.data_dir.clone();
-    eventually("every chunk on the node's disk", Duration::from_secs(90), || {
-        let have: BTreeSet<String> = chunk_files(&dir).into_keys().collect();
-        let missing = want.difference(&have).count();
-        async move {
-            (missing == 0)
-                .then_some(())
-                .ok_or(format!("node {id} lacks {missing} chunks"))
-        }
-    })
+    eventually(
+        "every chunk on the node's disk",
+        Duration::from_secs(90),
+        || {
+            let have: BTreeSet<String> = chunk_files(&dir).into_keys().collect();
+            let missing = want.difference(&have).count();
+            async move {
+                (missing == 0)
+                    .then_some(())
+                    .ok_or(format!("node {id} lacks {missing} chunks"))
+            }
+        },
+    )
     .await;
 }
 
@@ -85,7 +90,10 @@ async fn a_node_that_missed_pushes_is_refilled_without_reads() {
     let health = cluster.chunk_health(3).await.unwrap();
     assert_eq!(health["missing_chunks"], 0, "{health}");
     assert_eq!(health["under_replicated_blobs"], 0, "{health}");
-    assert!(health["repaired_chunks"].as_u64().unwrap() >= want.len() as u64 / 2, "{health}");
+    assert!(
+        health["repaired_chunks"].as_u64().unwrap() >= want.len() as u64 / 2,
+        "{health}"
+    );
     let text = cluster.cli(&["status", "--node", &cluster.url(3)]);
     assert!(text.contains("every chunk has its 3 copies"), "{text}");
 }

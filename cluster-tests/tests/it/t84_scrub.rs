@@ -75,10 +75,14 @@ async fn a_chunk_rotten_everywhere_is_reported_lost_and_pulls_fail_cleanly() {
     let victim = chunk_names(&layers[0], CHUNK)[0].clone();
     for m in &cluster.members {
         let dir = m.node.data_dir.clone();
-        eventually("every node holds the chunk", Duration::from_secs(30), || {
-            let p = chunk_path(&dir, &victim);
-            async move { p.is_file().then_some(()).ok_or("absent".to_string()) }
-        })
+        eventually(
+            "every node holds the chunk",
+            Duration::from_secs(30),
+            || {
+                let p = chunk_path(&dir, &victim);
+                async move { p.is_file().then_some(()).ok_or("absent".to_string()) }
+            },
+        )
         .await;
         corrupt_chunk(&dir, &victim);
     }
@@ -94,7 +98,11 @@ async fn a_chunk_rotten_everywhere_is_reported_lost_and_pulls_fail_cleanly() {
         assert_eq!(entry["blobs"][0], sha256(&layers[0]).as_str(), "{entry}");
     }
     let status = cluster.status(1).await.unwrap();
-    assert_eq!(status["replication"]["lost_chunks"], 3, "{}", status["replication"]);
+    assert_eq!(
+        status["replication"]["lost_chunks"], 3,
+        "{}",
+        status["replication"]
+    );
 
     // The blob cannot be served: an error before any body byte, on every
     // node, never a 200 with wrong or missing bytes.

@@ -34,7 +34,10 @@ fn copies(dirs: &[std::path::PathBuf], names: &BTreeSet<String>) -> BTreeMap<Str
 async fn settled(cluster: &Cluster, via: u64) -> Result<(), String> {
     cluster.replication_healthy(via).await?;
     let s = cluster.status(via).await.ok_or("no status")?;
-    let nodes = s["replication"]["nodes"].as_array().cloned().unwrap_or_default();
+    let nodes = s["replication"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for n in &nodes {
         let h = &n["health"];
         if h["misplaced_chunks"] != 0 || h["queued"] != 0 {
@@ -65,10 +68,18 @@ async fn three_to_four_to_three_keeps_three_copies_throughout() {
         .iter()
         .map(|id| cluster.member(*id).node.data_dir.clone())
         .collect();
-    eventually("three copies of everything", Duration::from_secs(60), || {
-        let low = copies(&dirs, &names).values().filter(|n| **n < 3).count();
-        async move { (low == 0).then_some(()).ok_or(format!("{low} chunks short")) }
-    })
+    eventually(
+        "three copies of everything",
+        Duration::from_secs(60),
+        || {
+            let low = copies(&dirs, &names).values().filter(|n| **n < 3).count();
+            async move {
+                (low == 0)
+                    .then_some(())
+                    .ok_or(format!("{low} chunks short"))
+            }
+        },
+    )
     .await;
 
     // A sampler watches copy counts across every data directory while the
@@ -95,16 +106,32 @@ async fn three_to_four_to_three_keeps_three_copies_throughout() {
 
     cluster.cli(&["members", "add", &spec, "--node", &url1]);
     cluster.wait_in_sync(id4, Duration::from_secs(60)).await;
-    eventually("rebalanced onto four nodes", Duration::from_secs(120), || settled(&cluster, 1)).await;
+    eventually(
+        "rebalanced onto four nodes",
+        Duration::from_secs(120),
+        || settled(&cluster, 1),
+    )
+    .await;
     let on_four = copies(&dirs, &names);
-    assert!(on_four.values().all(|n| *n == 3), "not exactly 3 copies: {on_four:?}");
-    let with_node4 = copies(&dirs[3..], &names).values().filter(|n| **n > 0).count();
+    assert!(
+        on_four.values().all(|n| *n == 3),
+        "not exactly 3 copies: {on_four:?}"
+    );
+    let with_node4 = copies(&dirs[3..], &names)
+        .values()
+        .filter(|n| **n > 0)
+        .count();
     assert!(with_node4 > 0, "node 4 got no chunks");
 
     // Back to three: the leaving node's copies are re-made on the others.
     let started = Instant::now();
     cluster.cli(&["members", "remove", &id4.to_string(), "--node", &url1]);
-    eventually("rebalanced back onto three", Duration::from_secs(120), || settled(&cluster, 1)).await;
+    eventually(
+        "rebalanced back onto three",
+        Duration::from_secs(120),
+        || settled(&cluster, 1),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap();
     let worst = *worst.lock().unwrap();
@@ -112,7 +139,10 @@ async fn three_to_four_to_three_keeps_three_copies_throughout() {
         "rebalance: {samples} samples, fewest copies seen {worst}, shrink took {:?}",
         started.elapsed()
     );
-    assert!(worst >= 3, "a chunk fell to {worst} copies during rebalancing");
+    assert!(
+        worst >= 3,
+        "a chunk fell to {worst} copies during rebalancing"
+    );
     cluster.kill(id4);
     let on_three = copies(&dirs[..3], &names);
     assert!(on_three.values().all(|n| *n == 3), "{on_three:?}");
