@@ -11,3 +11,9 @@ mod t30_snapshot;
 mod t40_membership;
 /// Start-up errors an operator can fix.
 mod t50_startup;
+/// An isolated follower does not raise a healthy cluster's term (pre-vote).
+mod t70_prevote;
+/// No request outlives the deadline when the leader's zone is cut off.
+mod t75_leader_zone_loss;
+/// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
+mod t90_chaos;
