@@ -11,6 +11,8 @@ mod t30_snapshot;
 mod t40_membership;
 /// Start-up errors an operator can fix.
 mod t50_startup;
+/// The namespace network and its faults, without nodes.
+mod t60_netns;
 /// An isolated follower does not raise a healthy cluster's term (pre-vote).
 mod t70_prevote;
 /// No request outlives the deadline when the leader's zone is cut off.
