@@ -806,18 +806,29 @@ impl NsCluster {
             .await
             .ok_or_else(|| "leader status".to_string())?;
         let leader_log = l["last_log_index"].as_u64();
+        for &id in &ids {
+            let n = self
+                .status(id)
+                .await
+                .ok_or_else(|| format!("node {id} status"))?;
+            if n["last_applied"].as_u64() < leader_log {
+                return Err(format!("node {id} has not applied the leader's log"));
+            }
+        }
+        // Asked again, so entries written meanwhile (the workload may still
+        // run) do not keep `matched` forever behind the index asked for.
+        let l = self
+            .status(leader)
+            .await
+            .ok_or_else(|| "leader status".to_string())?;
         let members = l["members"].as_array().cloned().unwrap_or_default();
         for &id in &ids {
             let m = members.iter().find(|m| m["id"] == id);
             if !m.is_some_and(|m| m["voter"] == true) {
                 return Err(format!("node {id} is not a voter"));
             }
-            let n = self
-                .status(id)
-                .await
-                .ok_or_else(|| format!("node {id} status"))?;
             let matched = m.and_then(|m| m["matched"].as_u64());
-            if n["last_applied"].as_u64() < leader_log || (id != leader && matched < leader_log) {
+            if id != leader && matched < leader_log {
                 return Err(format!("node {id} has not caught up"));
             }
         }

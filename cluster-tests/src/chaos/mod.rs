@@ -183,8 +183,13 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
     // Let the workload run on a healed cluster to the end of the duration.
     tokio::time::sleep((started + cfg.duration).saturating_duration_since(Instant::now())).await;
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = tokio::time::timeout(cfg.request_timeout * 4 + Duration::from_secs(10), w).await;
+    for mut w in workers {
+        // A worker ends within its few requests' timeouts; one that does
+        // not is stuck, and the check must not wait for it.
+        let limit = cfg.request_timeout * 8 + Duration::from_secs(10);
+        if tokio::time::timeout(limit, &mut w).await.is_err() {
+            w.abort();
+        }
     }
     let ran = started.elapsed();
 
