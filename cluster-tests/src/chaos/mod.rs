@@ -64,7 +64,7 @@ impl Default for Config {
             duration: Duration::from_secs(120),
             faults: Fault::ALL.to_vec(),
             zone_loss: Duration::from_secs(20),
-            workers: 6,
+            workers: 9,
             request_timeout: Duration::from_secs(30),
             report: None,
             keep_on_failure: true,

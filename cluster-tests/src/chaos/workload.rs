@@ -180,9 +180,30 @@ pub async fn run_worker(
 }
 
 impl Worker {
+    /// The worker's home node. Workers are spread over the nodes and keep
+    /// to their own, so a hung node holds up its own workers only and the
+    /// survivors' availability stays measurable (a worker that picked a
+    /// random node per request would soon wait on the hung one too).
     fn node(&mut self) -> (u64, String) {
-        let i = self.rng.index(self.cfg.nodes.len());
+        let n = u64::try_from(self.cfg.nodes.len()).unwrap_or(1);
+        let i = usize::try_from(self.id % n).unwrap_or(0);
         self.cfg.nodes[i].clone()
+    }
+
+    /// A random node other than home, for cross-node reads of one's writes.
+    fn other_node(&mut self) -> (u64, String) {
+        let (home, _) = self.node();
+        let others: Vec<(u64, String)> = self
+            .cfg
+            .nodes
+            .iter()
+            .filter(|(id, _)| *id != home)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return self.node();
+        }
+        others[self.rng.index(others.len())].clone()
     }
 
     fn record(
@@ -279,10 +300,10 @@ impl Worker {
             "layers": layers_json,
         }))
         .unwrap_or_default();
-        // Half the manifests go to another node than their blobs: the blob
+        // A third of the manifests go to another node than their blobs: the blob
         // records must be visible there (read-your-writes across nodes).
-        let (mnode, murl) = if self.rng.chance(50) {
-            self.node()
+        let (mnode, murl) = if self.rng.chance(30) {
+            self.other_node()
         } else {
             (node, url)
         };
@@ -395,7 +416,11 @@ impl Worker {
         let Some((i, img, blob)) = pick else {
             return true;
         };
-        let (node, url) = self.node();
+        let (node, url) = if self.rng.chance(40) {
+            self.other_node()
+        } else {
+            self.node()
+        };
         let m = read_manifest(&self.client, &url, &img.repo, &img.digest).await;
         let b = match &m {
             Ok(Some(_)) => Some(read_blob(&self.client, &url, &img.repo, &blob.digest).await),
