@@ -512,7 +512,8 @@ pub struct NsCluster {
     pub nodes: Vec<NsNode>,
     pub net: Net,
     bin: PathBuf,
-    dir: tempfile::TempDir,
+    /// Configs, data and logs; `None` once kept or handed to `rm`.
+    dir: Option<tempfile::TempDir>,
 }
 
 /// The TOML of one node (keys as in `cluster.rs`).
@@ -567,7 +568,7 @@ impl NsCluster {
             nodes,
             net,
             bin: stowage_bin(),
-            dir,
+            dir: Some(dir),
         };
         for id in c.ids() {
             c.start_node(id)?;
@@ -580,8 +581,8 @@ impl NsCluster {
     }
 
     /// The directory holding configs and logs (kept by `keep_dir`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
     }
 
     pub fn node(&self, id: u64) -> Result<&NsNode, String> {
@@ -914,8 +915,8 @@ impl NsCluster {
                 p.kill9();
             }
         }
-        let empty = tempfile::tempdir().map_err(|e| e.to_string())?;
-        Ok(std::mem::replace(&mut self.dir, empty).keep())
+        let dir = self.dir.take().ok_or_else(|| "already kept".to_string())?;
+        Ok(dir.keep())
     }
 }
 
@@ -933,6 +934,24 @@ impl Drop for NsCluster {
         for n in &mut self.nodes {
             if let Some(mut p) = n.process.take() {
                 p.kill9();
+            }
+        }
+        // Removing thousands of chunk files takes minutes where the
+        // filesystem discards on delete; a detached `rm` does it while the
+        // run ends (falling back to removing it here).
+        if let Some(dir) = self.dir.take() {
+            let path = dir.keep();
+            // Not waited for on purpose: init reaps it if this process ends.
+            #[allow(clippy::zombie_processes)]
+            let spawned = Command::new("rm")
+                .arg("-rf")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            if spawned.is_err() {
+                let _ = std::fs::remove_dir_all(&path);
             }
         }
     }

@@ -24,7 +24,7 @@ const CHECK_PARALLELISM: usize = 8;
 /// apart: the cluster has just healed.
 const CHECK_ATTEMPTS: usize = 4;
 /// Steps the linearizability search may take per tag.
-const SEARCH_BUDGET: u64 = 2_000_000;
+const SEARCH_BUDGET: u64 = 5_000_000;
 
 /// What the durability check found.
 #[derive(Debug, Default)]
