@@ -180,24 +180,36 @@ pub async fn run_worker(
 }
 
 impl Worker {
-    /// The worker's home node. Workers are spread over the nodes and keep
-    /// to their own, so a hung node holds up its own workers only and the
-    /// survivors' availability stays measurable (a worker that picked a
-    /// random node per request would soon wait on the hung one too).
+    /// Two workers per node keep to it (their home), so a hung node holds
+    /// up only its own and the survivors' availability stays measurable;
+    /// the others roam, picking a random node per operation (and soon
+    /// waiting on a hung node, as a naive client would).
+    fn roaming(&self) -> bool {
+        let homed = 2 * u64::try_from(self.cfg.nodes.len()).unwrap_or(1);
+        self.id >= homed
+    }
+
     fn node(&mut self) -> (u64, String) {
+        if self.roaming() {
+            let i = self.rng.index(self.cfg.nodes.len());
+            return self.cfg.nodes[i].clone();
+        }
         let n = u64::try_from(self.cfg.nodes.len()).unwrap_or(1);
         let i = usize::try_from(self.id % n).unwrap_or(0);
         self.cfg.nodes[i].clone()
     }
 
-    /// A random node other than home, for cross-node reads of one's writes.
-    fn other_node(&mut self) -> (u64, String) {
-        let (home, _) = self.node();
+    /// For a roaming worker, a random node other than `not` (a read of
+    /// one's writes across nodes); a homed worker stays home.
+    fn other_node(&mut self, not: u64) -> (u64, String) {
+        if !self.roaming() {
+            return self.node();
+        }
         let others: Vec<(u64, String)> = self
             .cfg
             .nodes
             .iter()
-            .filter(|(id, _)| *id != home)
+            .filter(|(id, _)| *id != not)
             .cloned()
             .collect();
         if others.is_empty() {
@@ -300,10 +312,10 @@ impl Worker {
             "layers": layers_json,
         }))
         .unwrap_or_default();
-        // A third of the manifests go to another node than their blobs: the blob
+        // Half the manifests of roaming workers go to another node than their blobs: the blob
         // records must be visible there (read-your-writes across nodes).
-        let (mnode, murl) = if self.rng.chance(30) {
-            self.other_node()
+        let (mnode, murl) = if self.rng.chance(50) {
+            self.other_node(node)
         } else {
             (node, url)
         };
@@ -416,11 +428,7 @@ impl Worker {
         let Some((i, img, blob)) = pick else {
             return true;
         };
-        let (node, url) = if self.rng.chance(40) {
-            self.other_node()
-        } else {
-            self.node()
-        };
+        let (node, url) = self.node();
         let m = read_manifest(&self.client, &url, &img.repo, &img.digest).await;
         let b = match &m {
             Ok(Some(_)) => Some(read_blob(&self.client, &url, &img.repo, &blob.digest).await),

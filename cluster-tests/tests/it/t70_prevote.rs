@@ -51,10 +51,28 @@ async fn an_isolated_follower_does_not_raise_the_term_of_the_healthy_cluster() {
     // The scenario is "several election timeouts": the hold is the
     // fault's length, not a wait for a condition.
     tokio::time::sleep(Duration::from_millis(ELECTION_TIMEOUT_MS * 2 * 6)).await;
-    let isolated_term = cluster
-        .status(follower)
-        .await
-        .and_then(|s| s["term"].as_u64());
+    // Informational: what the cut-off follower says, and how long it takes
+    // to say it (a longer timeout than `status`, to see a slow answer).
+    let asked = std::time::Instant::now();
+    let isolated = netns::client(Duration::from_secs(10))
+        .get(format!("{}/_stowage/status", cluster.url(follower)))
+        .send()
+        .await;
+    let isolated_term = match isolated {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|s| s["term"].as_u64()),
+        Err(e) => {
+            eprintln!("the cut-off follower's status did not answer: {e}");
+            None
+        }
+    };
+    eprintln!(
+        "the cut-off follower's status took {} ms",
+        asked.elapsed().as_millis()
+    );
     let survivors: Vec<u64> = cluster
         .ids()
         .into_iter()

@@ -24,7 +24,7 @@ async fn a_short_seeded_chaos_run_loses_nothing_and_stays_linearizable() {
             Fault::Loss,
         ],
         zone_loss: Duration::from_secs(8),
-        workers: 6,
+        workers: 8,
         request_timeout: Duration::from_secs(30),
         report: None,
         keep_on_failure: true,
