@@ -298,6 +298,17 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         .filter(|r| r.start_us >= f.start_us && r.start_us < end && !f.affected.contains(&r.node))
         .collect();
     let ok = during.iter().filter(|r| r.ok).count();
+    // What the failures were: an HTTP status, or no answer in time.
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for r in during.iter().filter(|r| !r.ok) {
+        let key = match (r.status, r.kind) {
+            (Some(s), _) => s.to_string(),
+            // Reads keep no status: a 5xx and a timeout look alike here.
+            (None, ReqKind::TagRead | ReqKind::Pull) => "read failed".to_string(),
+            (None, _) => "no answer".to_string(),
+        };
+        *failures.entry(key).or_default() += 1;
+    }
     let longest_request_ms = during
         .iter()
         .map(|r| r.end_us - r.start_us)
@@ -340,6 +351,7 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         "recovered_after_heal_ms": f.recovered_us.map(|t| (t - f.healed_us) / 1000),
         "survivor_requests": during.len(),
         "survivor_success_share": share,
+        "survivor_failures": failures,
         "longest_write_gap_ms": gap / 1000,
         "longest_survivor_request_ms": longest_request_ms,
         "error": f.error,
