@@ -158,16 +158,49 @@ fn remove(r: &Registered) {
     }
 }
 
-/// Removes every network this process created and kills their nodes; for
-/// a Ctrl-C handler, which then exits.
+/// Data directories of live clusters, for `cleanup_all`.
+fn live_dirs() -> &'static Mutex<Vec<PathBuf>> {
+    static DIRS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    DIRS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Removes `path` with a detached `rm -rf`: removing thousands of chunk
+/// files takes minutes where the filesystem discards on delete.
+fn remove_dir_detached(path: &Path) {
+    // Not waited for on purpose: init reaps it if this process ends.
+    #[allow(clippy::zombie_processes)]
+    let spawned = Command::new("rm")
+        .arg("-rf")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if spawned.is_err() {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Removes every network this process created, kills their nodes and
+/// removes their data; for a Ctrl-C handler, which then exits.
 pub fn cleanup_all() {
-    let all: Vec<Registered> = match live().lock() {
-        Ok(mut g) => std::mem::take(&mut *g),
-        Err(p) => std::mem::take(&mut *p.into_inner()),
-    };
+    let all: Vec<Registered> =
+        std::mem::take(&mut *live().lock().unwrap_or_else(|p| p.into_inner()));
     for r in &all {
         remove(r);
     }
+    let dirs: Vec<PathBuf> =
+        std::mem::take(&mut *live_dirs().lock().unwrap_or_else(|p| p.into_inner()));
+    for d in &dirs {
+        remove_dir_detached(d);
+    }
+}
+
+fn forget_dir(path: &Path) {
+    live_dirs()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|d| d != path);
 }
 
 /// The pid a name of ours was created by, if it is one of ours.
@@ -536,6 +569,10 @@ impl NsCluster {
     pub fn start(zones: &[&str], extra_toml: &str) -> Result<NsCluster, String> {
         let net = Net::new(zones).map_err(|e| e.to_string())?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        live_dirs()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir.path().to_path_buf());
         let mut nodes = Vec::new();
         for (i, h) in net.hosts.iter().enumerate() {
             let id = u64::try_from(i).map_err(|e| e.to_string())? + 1;
@@ -916,7 +953,9 @@ impl NsCluster {
             }
         }
         let dir = self.dir.take().ok_or_else(|| "already kept".to_string())?;
-        Ok(dir.keep())
+        let path = dir.keep();
+        forget_dir(&path);
+        Ok(path)
     }
 }
 
@@ -941,18 +980,8 @@ impl Drop for NsCluster {
         // run ends (falling back to removing it here).
         if let Some(dir) = self.dir.take() {
             let path = dir.keep();
-            // Not waited for on purpose: init reaps it if this process ends.
-            #[allow(clippy::zombie_processes)]
-            let spawned = Command::new("rm")
-                .arg("-rf")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            if spawned.is_err() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
+            forget_dir(&path);
+            remove_dir_detached(&path);
         }
     }
 }
