@@ -129,11 +129,12 @@ async fn no_request_outlives_the_deadline_when_the_leaders_zone_is_cut_off() {
         .iter()
         .map(|&id| cluster.host(id).expect("host"))
         .collect();
-    let cut_at = Instant::now();
     cluster
         .net
         .partition(&[cluster.host(leader).expect("host")], &others)
         .expect("partition");
+    // The rules go in one by one; the cut is complete once they all are.
+    let cut_at = Instant::now();
     // Hold the loss long enough for requests started during it to show a
     // hang several times the deadline, then wait for a write on the
     // survivors (the condition), bounded.
