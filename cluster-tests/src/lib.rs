@@ -5,12 +5,16 @@
 //! binary, its HTTP API and its data directory as a black box.
 //!
 //! Layout: `process.rs` (one node process), `cluster.rs` (several, with
-//! generated configs), `oci.rs` (OCI API helpers over HTTP), `tools.rs`
-//! (external tools: skopeo, docker), `disk.rs` (a data directory's chunk
-//! files, seen from outside).
+//! generated configs, on loopback), `netns.rs` (several, one per network
+//! namespace, with network faults), `chaos/` (the chaos runner behind the
+//! `stowage-chaos` binary), `oci.rs` (OCI API helpers over HTTP),
+//! `tools.rs` (external tools: skopeo, docker), `disk.rs` (a data
+//! directory's chunk files, seen from outside).
 
+pub mod chaos;
 pub mod cluster;
 pub mod disk;
+pub mod netns;
 pub mod oci;
 pub mod process;
 pub mod tools;

@@ -1,7 +1,9 @@
 //! One `stowage serve` process: started on its own data directory, killed
 //! (SIGKILL) or stopped (SIGTERM), restarted on the same data and port.
 //! The node prints `listening on ADDR` as its first stdout line; that is how
-//! a node started on port 0 is found.
+//! a node started on port 0 is found. A node may be started under a command
+//! prefix (`ip netns exec NS`), which must exec the binary in place so the
+//! child's pid is the node's own (signals and `/proc` then reach it).
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -71,6 +73,9 @@ pub fn stowage_bin() -> PathBuf {
 /// A running `stowage serve`, killed when dropped.
 pub struct Node {
     bin: PathBuf,
+    /// A command the binary runs under (e.g. `ip netns exec NS`); empty for
+    /// a plain process.
+    prefix: Vec<String>,
     child: Option<Child>,
     args: Vec<String>,
     log: Option<PathBuf>,
@@ -111,8 +116,38 @@ impl Node {
         listen: &str,
         log: Option<PathBuf>,
     ) -> Node {
-        let mut n = Node {
+        let mut n = Self::unstarted(bin, Vec::new(), data_dir, args, listen, log);
+        n.start_process(listen);
+        n
+    }
+
+    /// Like `launch`, but run under `prefix` and returning an error instead
+    /// of panicking when the node does not start: the chaos runner records
+    /// a node that fails to come back as a finding, it does not abort.
+    pub fn try_launch(
+        bin: &Path,
+        prefix: Vec<String>,
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+        log: Option<PathBuf>,
+    ) -> Result<Node, String> {
+        let mut n = Self::unstarted(bin, prefix, data_dir, args, listen, log);
+        n.try_start_process(listen)?;
+        Ok(n)
+    }
+
+    fn unstarted(
+        bin: &Path,
+        prefix: Vec<String>,
+        data_dir: &Path,
+        args: Vec<String>,
+        listen: &str,
+        log: Option<PathBuf>,
+    ) -> Node {
+        Node {
             bin: bin.to_path_buf(),
+            prefix,
             child: None,
             args,
             log,
@@ -120,12 +155,16 @@ impl Node {
             host: listen.to_owned(),
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
-        };
-        n.start_process(listen);
-        n
+        }
     }
 
     fn start_process(&mut self, listen: &str) {
+        if let Err(e) = self.try_start_process(listen) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_start_process(&mut self, listen: &str) -> Result<(), String> {
         // A restarted node may find its port briefly held; retry a while.
         for attempt in 0..20 {
             let stderr = match &self.log {
@@ -138,14 +177,24 @@ impl Node {
                 ),
                 None => Stdio::inherit(),
             };
-            let mut child = Command::new(&self.bin)
+            let mut cmd = match self.prefix.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&self.bin);
+                    c
+                }
+                None => Command::new(&self.bin),
+            };
+            let mut child = cmd
                 .args(["serve", "--listen", listen, "--log-level", "warn"])
                 .args(&self.args)
                 .stdout(Stdio::piped())
                 .stderr(stderr)
                 .spawn()
-                .expect("spawn stowage");
-            let stdout = child.stdout.take().expect("piped stdout");
+                .map_err(|e| format!("cannot spawn {}: {e}", self.bin.display()))?;
+            let Some(stdout) = child.stdout.take() else {
+                return Err("stdout was not piped".into());
+            };
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut lines = BufReader::new(stdout).lines();
@@ -156,26 +205,30 @@ impl Node {
             });
             match rx.recv_timeout(START_TIMEOUT) {
                 Ok(line) => {
-                    let addr = line
-                        .strip_prefix("listening on ")
-                        .expect("first stdout line names the address")
-                        .to_string();
+                    let Some(addr) = line.strip_prefix("listening on ") else {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(format!("unexpected first stdout line: {line}"));
+                    };
                     self.url = format!("http://{addr}");
-                    self.host = addr;
+                    self.host = addr.to_string();
                     self.child = Some(child);
-                    return;
+                    return Ok(());
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    let status = child.wait().expect("wait");
+                    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
                     if attempt == 19 {
                         let tail = self.log.as_deref().map(log_tail).unwrap_or_default();
-                        panic!("stowage did not start: {status}; its log ends:\n{tail}");
+                        return Err(format!(
+                            "stowage did not start: {status}; its log ends:\n{tail}"
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }
             }
         }
+        Err("stowage did not start".into())
     }
 
     pub fn pid(&self) -> u32 {
@@ -201,6 +254,45 @@ impl Node {
             .args(["-TERM", &c.id().to_string()])
             .status();
         c.wait().expect("wait")
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `KILL`, …) to the process
+    /// without reaping it; false if it is not running.
+    pub fn signal(&self, name: &str) -> bool {
+        let Some(c) = &self.child else {
+            return false;
+        };
+        Command::new("kill")
+            .args([&format!("-{name}"), &c.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts the node again on the same data directory and address,
+    /// reporting a failure to start instead of panicking.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill9();
+        let host = self.host.clone();
+        self.try_start_process(&host)?;
+        if self.host != host {
+            return Err(format!("restarted on {} instead of {host}", self.host));
+        }
+        Ok(())
+    }
+
+    /// Peak resident memory of the running process so far (`VmHWM`), if
+    /// it can be read.
+    pub fn try_peak_rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
     }
 
     /// Starts the node again on the same data directory and address.

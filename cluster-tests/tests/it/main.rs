@@ -11,6 +11,12 @@ mod t30_snapshot;
 mod t40_membership;
 /// Start-up errors an operator can fix.
 mod t50_startup;
+/// The namespace network and its faults, without nodes.
+mod t60_netns;
+/// An isolated follower does not raise a healthy cluster's term (pre-vote).
+mod t70_prevote;
+/// No request outlives the deadline when the leader's zone is cut off.
+mod t75_leader_zone_loss;
 /// Garbage collection frees what a deleted image alone used, on every node.
 mod t80_gc;
 /// GC at zero grace races uploads, manifests, deletes and re-pushes.
@@ -21,3 +27,5 @@ mod t82_repair;
 mod t84_scrub;
 /// 3 → 4 → 3 members with data: copies move, never below three.
 mod t85_rebalance;
+/// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
+mod t90_chaos;

@@ -1,0 +1,378 @@
+//! The checks after the run, once every fault is healed: every
+//! acknowledged image and blob read back byte-identical from every node;
+//! every shared tag's history linearizable (with a final read from every
+//! node appended); availability per fault; what the nodes say about
+//! under-replicated data; peak memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::history::{Clock, History, ReqKind};
+use super::linearizable::{self, Kind, Op, Verdict};
+use super::nemesis::FaultRecord;
+use super::workload::{read_blob, read_manifest, SHARED_REPO};
+use crate::netns::NsCluster;
+use crate::oci::sha256;
+
+/// Reads in flight at once during the check.
+const CHECK_PARALLELISM: usize = 8;
+/// A read that fails (not "not found") is retried this often, a second
+/// apart: the cluster has just healed.
+const CHECK_ATTEMPTS: usize = 4;
+/// Steps the linearizability search may take per tag.
+const SEARCH_BUDGET: u64 = 5_000_000;
+
+/// What the durability check found.
+#[derive(Debug, Default)]
+pub struct Durability {
+    /// Acknowledged writes (images and blobs) that are checked.
+    pub checked: usize,
+    /// Distinct acknowledged writes missing on at least one node.
+    pub lost: usize,
+    /// Distinct acknowledged writes with wrong bytes on at least one node.
+    pub corrupt: usize,
+    /// Acknowledged writes first answered "not found" after heal, found on
+    /// a retry (read-your-writes broken right after heal).
+    pub stale: usize,
+    /// Reads that never got an answer (node unreachable after heal).
+    pub unverified: usize,
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Same,
+    Absent,
+    Differs,
+    Unreachable,
+}
+
+/// One read of an expected object, retried while the node fails to
+/// answer; `(first answer was absent, final result)`.
+async fn check_one(
+    c: &reqwest::Client,
+    url: &str,
+    repo: &str,
+    reference: &str,
+    manifest: bool,
+    want: &[u8],
+) -> (bool, Found) {
+    let mut first_absent = None;
+    let mut last = Found::Unreachable;
+    for attempt in 0..CHECK_ATTEMPTS {
+        let r = if manifest {
+            read_manifest(c, url, repo, reference).await
+        } else {
+            read_blob(c, url, repo, reference).await
+        };
+        last = match r {
+            Ok(Some(b)) if b == want => Found::Same,
+            Ok(Some(_)) => Found::Differs,
+            Ok(None) => Found::Absent,
+            Err(_) => Found::Unreachable,
+        };
+        first_absent.get_or_insert(last == Found::Absent);
+        if last == Found::Same || last == Found::Differs {
+            break;
+        }
+        if attempt + 1 < CHECK_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    (first_absent.unwrap_or(false), last)
+}
+
+/// Reads every expected object from every node.
+pub async fn durability(cluster: &NsCluster, h: &History, timeout: Duration) -> Durability {
+    // (what, repo, reference, is manifest, bytes)
+    let mut items: Vec<(String, String, String, bool, Vec<u8>)> = Vec::new();
+    let mut in_images = vec![false; h.blobs.len()];
+    for img in &h.images {
+        if img.delete_started {
+            // Deleted, or maybe deleted: nothing to expect, including its
+            // blobs (a future GC may collect them).
+            for &b in &img.blobs {
+                in_images[b] = true;
+            }
+            continue;
+        }
+        let what = format!("image {}:{} ({})", img.repo, img.tag, img.digest);
+        items.push((
+            what.clone(),
+            img.repo.clone(),
+            img.tag.clone(),
+            true,
+            img.manifest.clone(),
+        ));
+        items.push((
+            what.clone(),
+            img.repo.clone(),
+            img.digest.clone(),
+            true,
+            img.manifest.clone(),
+        ));
+        for &b in &img.blobs {
+            in_images[b] = true;
+            let blob = &h.blobs[b];
+            items.push((
+                what.clone(),
+                blob.repo.clone(),
+                blob.digest.clone(),
+                false,
+                blob.bytes.bytes(),
+            ));
+        }
+    }
+    for (b, blob) in h.blobs.iter().enumerate() {
+        if !in_images[b] {
+            let what = format!("blob {}@{}", blob.repo, blob.digest);
+            items.push((
+                what,
+                blob.repo.clone(),
+                blob.digest.clone(),
+                false,
+                blob.bytes.bytes(),
+            ));
+        }
+    }
+    let sem = Arc::new(Semaphore::new(CHECK_PARALLELISM));
+    let client = crate::netns::client(timeout);
+    let mut tasks = tokio::task::JoinSet::new();
+    let items = Arc::new(items);
+    for (node, url) in cluster.urls() {
+        for i in 0..items.len() {
+            let (sem, client, items, url) =
+                (sem.clone(), client.clone(), items.clone(), url.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire().await;
+                let (what, repo, reference, manifest, want) = &items[i];
+                let (first_absent, found) =
+                    check_one(&client, &url, repo, reference, *manifest, want).await;
+                (
+                    what.clone(),
+                    format!("{repo}/{reference}"),
+                    node,
+                    first_absent,
+                    found,
+                )
+            });
+        }
+    }
+    // Per acknowledged write, the worst thing seen on any node.
+    let mut worst: BTreeMap<String, (bool, Found, String)> = BTreeMap::new();
+    let mut d = Durability::default();
+    while let Some(r) = tasks.join_next().await {
+        let Ok((what, object, node, first_absent, found)) = r else {
+            continue;
+        };
+        let e = worst
+            .entry(what)
+            .or_insert((false, Found::Same, String::new()));
+        e.0 |= first_absent && found == Found::Same;
+        let rank = |f: Found| match f {
+            Found::Same => 0,
+            Found::Unreachable => 1,
+            Found::Absent => 2,
+            Found::Differs => 3,
+        };
+        if rank(found) > rank(e.1) {
+            e.1 = found;
+            e.2 = format!("{object} on node {node}: {found:?}");
+        }
+    }
+    d.checked = worst.len();
+    for (what, (stale, found, why)) in &worst {
+        match found {
+            Found::Same => {}
+            Found::Absent => d.lost += 1,
+            Found::Differs => d.corrupt += 1,
+            Found::Unreachable => d.unverified += 1,
+        }
+        if *stale {
+            d.stale += 1;
+        }
+        if (*found != Found::Same || *stale) && d.examples.len() < 20 {
+            d.examples.push(format!(
+                "{what}: {why}{}",
+                if *stale { " (absent at first)" } else { "" }
+            ));
+        }
+    }
+    d
+}
+
+/// Reads every shared tag from every node after heal; the reads join the
+/// tag histories, and nodes that disagree count as stale.
+pub async fn final_tag_reads(
+    cluster: &NsCluster,
+    h: &mut History,
+    tags: &[String],
+    clock: Clock,
+    timeout: Duration,
+) -> (usize, Vec<String>) {
+    let c = crate::netns::client(timeout);
+    let mut disagree = 0;
+    let mut examples = Vec::new();
+    for tag in tags {
+        let mut seen: Vec<(u64, Option<String>)> = Vec::new();
+        for (node, url) in cluster.urls() {
+            let start_us = clock.now_us();
+            let mut value = Err(String::new());
+            for _ in 0..CHECK_ATTEMPTS {
+                value = read_manifest(&c, &url, SHARED_REPO, tag).await;
+                if value.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if let Ok(v) = value {
+                let v = v.map(|b| sha256(&b));
+                h.tag_ops.push(super::history::TagOp {
+                    tag: tag.clone(),
+                    start_us,
+                    end_us: Some(clock.now_us()),
+                    kind: Kind::Read(v.clone()),
+                    node,
+                });
+                seen.push((node, v));
+            }
+        }
+        if seen.windows(2).any(|w| w[0].1 != w[1].1) {
+            disagree += 1;
+            if examples.len() < 10 {
+                examples.push(format!("tag {tag}: nodes read {seen:?}"));
+            }
+        }
+    }
+    (disagree, examples)
+}
+
+/// Linearizability of every shared tag: `(tags checked, violations,
+/// undecided, details)`.
+pub fn linearizability(h: &History, tags: &[String]) -> (usize, usize, usize, Vec<Value>) {
+    let mut bad = 0;
+    let mut unknown = 0;
+    let mut details = Vec::new();
+    for tag in tags {
+        let ops: Vec<Op> = h
+            .tag_ops
+            .iter()
+            .filter(|o| &o.tag == tag)
+            .map(|o| Op {
+                start_us: o.start_us,
+                end_us: o.end_us,
+                kind: o.kind.clone(),
+            })
+            .collect();
+        let verdict = linearizable::check(&None, &ops, SEARCH_BUDGET);
+        match verdict {
+            Verdict::Linearizable => {}
+            Verdict::Violation { deepest, ops: n } => {
+                bad += 1;
+                details.push(
+                    json!({"tag": tag, "verdict": "violation", "ops": n, "deepest_order": deepest}),
+                );
+            }
+            Verdict::Unknown { steps } => {
+                unknown += 1;
+                details.push(
+                    json!({"tag": tag, "verdict": "unknown", "ops": ops.len(), "steps": steps}),
+                );
+            }
+        }
+    }
+    (tags.len(), bad, unknown, details)
+}
+
+/// Availability during one fault: requests that started between the
+/// fault's start and its recovery, on the nodes it did not hit.
+pub fn availability(h: &History, f: &FaultRecord) -> Value {
+    let end = f.recovered_us.unwrap_or(f.healed_us);
+    let during: Vec<_> = h
+        .requests
+        .iter()
+        .filter(|r| r.start_us >= f.start_us && r.start_us < end && !f.affected.contains(&r.node))
+        .collect();
+    let ok = during.iter().filter(|r| r.ok).count();
+    // What the failures were: an HTTP status, or no answer in time.
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for r in during.iter().filter(|r| !r.ok) {
+        let key = match (r.status, r.kind) {
+            (Some(s), _) => s.to_string(),
+            // Reads keep no status: a 5xx and a timeout look alike here.
+            (None, ReqKind::TagRead | ReqKind::Pull) => "read failed".to_string(),
+            (None, _) => "no answer".to_string(),
+        };
+        *failures.entry(key).or_default() += 1;
+    }
+    let longest_request_ms = during
+        .iter()
+        .map(|r| r.end_us - r.start_us)
+        .max()
+        .unwrap_or(0)
+        / 1000;
+    // Longest time without an acknowledged write anywhere, from the fault's
+    // start to its recovery.
+    let mut acks: Vec<u64> = h
+        .requests
+        .iter()
+        .filter(|r| r.ok && r.kind.is_write() && r.kind != ReqKind::Delete)
+        .map(|r| r.end_us)
+        .filter(|&t| t >= f.start_us && t <= end)
+        .collect();
+    acks.sort_unstable();
+    let mut gap = 0;
+    let mut prev = f.start_us;
+    for t in acks.iter().copied().chain(std::iter::once(end)) {
+        gap = gap.max(t - prev);
+        prev = t;
+    }
+    let share = if during.is_empty() {
+        Value::Null
+    } else {
+        json!(
+            (f64::from(u32::try_from(ok).unwrap_or(u32::MAX))
+                / f64::from(u32::try_from(during.len()).unwrap_or(u32::MAX))
+                * 1000.0)
+                .round()
+                / 1000.0
+        )
+    };
+    json!({
+        "fault": f.fault.name(),
+        "detail": f.detail,
+        "affected": f.affected,
+        "start_s": f.start_us / 1_000_000,
+        "held_ms": (f.healed_us - f.start_us) / 1000,
+        "recovered_after_heal_ms": f.recovered_us.map(|t| (t - f.healed_us) / 1000),
+        "survivor_requests": during.len(),
+        "survivor_success_share": share,
+        "survivor_failures": failures,
+        "longest_write_gap_ms": gap / 1000,
+        "longest_survivor_request_ms": longest_request_ms,
+        "error": f.error,
+    })
+}
+
+/// What each node reports about under-replicated data, if its status has
+/// such a field (today's node does not: `null`).
+pub async fn under_replicated(cluster: &NsCluster) -> Value {
+    let mut out = serde_json::Map::new();
+    for id in cluster.ids() {
+        let v = cluster.status(id).await.and_then(|s| {
+            [
+                "under_replicated",
+                "under_replicated_chunks",
+                "under_replicated_bytes",
+            ]
+            .iter()
+            .find_map(|k| s.get(*k).cloned())
+        });
+        out.insert(id.to_string(), v.unwrap_or(Value::Null));
+    }
+    Value::Object(out)
+}
