@@ -1,5 +1,7 @@
 //! One `stowage serve` process: started on its own data directory, killed
-//! (SIGKILL) or stopped (SIGTERM), restarted on the same data and port.
+//! (SIGKILL) or stopped (SIGTERM), paused and resumed (SIGSTOP, SIGCONT:
+//! a node that is cut off without closing its connections), restarted on
+//! the same data and port.
 //! The node prints `listening on ADDR` as its first stdout line; that is how
 //! a node started on port 0 is found.
 
@@ -201,6 +203,26 @@ impl Node {
             .args(["-TERM", &c.id().to_string()])
             .status();
         c.wait().expect("wait")
+    }
+
+    fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed");
+    }
+
+    /// SIGSTOP: the process stops answering but keeps its sockets open, as
+    /// a node behind a partition does.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
     }
 
     /// Starts the node again on the same data directory and address.

@@ -11,3 +11,5 @@ mod t30_snapshot;
 mod t40_membership;
 /// Start-up errors an operator can fix.
 mod t50_startup;
+/// A node back with an emptied disk does not vote until it is replaced.
+mod t60_replace;
