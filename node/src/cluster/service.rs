@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
+use openraft::errors::ClientWriteError;
 use openraft::{ChangeMembers, Snapshot};
 use stowage_proto::v1::chunks_server::{Chunks, ChunksServer};
 use stowage_proto::v1::cluster_server::{Cluster, ClusterServer};
@@ -32,7 +33,7 @@ use super::peers::{Peers, CHUNK_PIECE_BYTES, MAX_RAFT_MESSAGE_BYTES};
 use super::{Hello, MemberChange, PeerSpec};
 use crate::raft::codec::{decode, encode};
 use crate::raft::state_machine::SnapshotFile;
-use crate::raft::{NodeInfo, Raft, SnapshotMeta, Vote};
+use crate::raft::{NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
 
 /// Largest chunk a peer may send; chunks are at most `chunk_size_bytes`,
 /// which configuration caps at 256 MiB.
@@ -289,21 +290,59 @@ pub async fn change_members(
                 info.incarnation = Some(h.incarnation);
             }
             tracing::info!(node = %id, %info, "adding a learner; it is promoted once caught up");
-            raft.add_learner(id, info.clone(), true)
+            in_turn(|| raft.add_learner(id, info.clone(), true))
                 .await
                 .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+            in_turn(|| {
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            })
+            .await
+            .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
             Ok(format!("node {id} ({info}) is a voter"))
         }
         MemberChange::Remove(id) => {
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| format!("removing node {id}: {e}"))?;
+            in_turn(|| {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            })
+            .await
+            .map_err(|e| format!("removing node {id}: {e}"))?;
             Ok(format!("node {id} is no longer a member"))
         }
         MemberChange::Replace(id) => replace(raft, peers, me, id).await,
+    }
+}
+
+/// How long a membership change waits for one already in flight (such as
+/// the leader recording incarnations) to commit.
+const IN_PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a membership change, waiting its turn while another one is in
+/// progress: openraft takes one at a time.
+async fn in_turn<T, F, Fut>(
+    mut change: F,
+) -> Result<T, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<T, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    >,
+{
+    let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+    loop {
+        match change().await {
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && matches!(
+                        e.api_error(),
+                        Some(ClientWriteError::ChangeMembershipError(
+                            openraft::errors::ChangeMembershipError::InProgress(_)
+                        ))
+                    ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -345,13 +384,13 @@ async fn replace(raft: &Raft, peers: &Peers, me: NodeId, id: NodeId) -> Result<S
         ..old
     };
     tracing::info!(node = %id, incarnation = %h.incarnation, "replacing a member: it leaves the voters and rejoins as a learner");
-    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+    in_turn(|| raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
         .await
         .map_err(|e| format!("removing node {id} from the voters: {e}"))?;
-    raft.add_learner(id, new, true)
+    in_turn(|| raft.add_learner(id, new.clone(), true))
         .await
         .map_err(|e| format!("re-adding node {id} as a learner: {e}"))?;
-    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+    in_turn(|| raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
         .await
         .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
     Ok(format!(
