@@ -187,6 +187,27 @@ impl Cluster {
         self.member_mut(id).node.restart();
     }
 
+    pub fn pause(&self, id: u64) {
+        self.member(id).node.pause();
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.member(id).node.resume();
+    }
+
+    /// Kills node `id`, empties its data directory, and starts it again
+    /// under the same id and addresses: a node whose disk was replaced.
+    pub fn restart_empty(&mut self, id: u64) {
+        let m = self.member_mut(id);
+        m.node.kill9();
+        match std::fs::remove_dir_all(&m.node.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("emptying {}: {e}", m.node.data_dir.display()),
+        }
+        m.node.restart();
+    }
+
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
         crate::process::log_tail(&self.member(id).log)

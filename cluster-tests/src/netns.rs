@@ -919,27 +919,18 @@ impl NsCluster {
     }
 
     /// Replaces node `id`'s disk with an empty one, by the documented
-    /// procedure of today's node: remove the member through a survivor,
-    /// wipe, start fresh (it finds the cluster and waits), add it back.
-    /// Switch to `stowage members replace ID` here once the node has it
-    /// (incarnation ids make the wiped node a non-voting learner until
-    /// then, so the remove/add pair becomes one step).
+    /// procedure: wipe, start it fresh (its new incarnation keeps it from
+    /// voting), then `stowage members replace ID` through a survivor, which
+    /// makes it a learner until caught up and then a voter again.
     pub async fn replace_wiped(&mut self, id: u64, via: u64) -> Result<(), String> {
         let via_url = self.url(via);
-        let spec = self.member_spec(id)?;
         tokio::task::block_in_place(|| self.wipe(id))?;
-        let out = tokio::task::block_in_place(|| {
-            self.cli(&["members", "remove", &id.to_string(), "--node", &via_url])
-        })?;
-        if !out.contains("no longer a member") {
-            return Err(format!("members remove said: {out}"));
-        }
         tokio::task::block_in_place(|| self.start_node(id))?;
         let out = tokio::task::block_in_place(|| {
-            self.cli(&["members", "add", &spec, "--node", &via_url])
+            self.cli(&["members", "replace", &id.to_string(), "--node", &via_url])
         })?;
         if !out.contains("is a voter") {
-            return Err(format!("members add said: {out}"));
+            return Err(format!("members replace said: {out}"));
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! One `stowage serve` process: started on its own data directory, killed
-//! (SIGKILL) or stopped (SIGTERM), restarted on the same data and port.
+//! (SIGKILL) or stopped (SIGTERM), paused and resumed (SIGSTOP, SIGCONT:
+//! a node that is cut off without closing its connections), restarted on
+//! the same data and port.
 //! The node prints `listening on ADDR` as its first stdout line; that is how
 //! a node started on port 0 is found. A node may be started under a command
 //! prefix (`ip netns exec NS`), which must exec the binary in place so the
@@ -293,6 +295,17 @@ impl Node {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
             .map(|kb| kb * 1024)
+    }
+
+    /// SIGSTOP: the process stops answering but keeps its sockets open, as
+    /// a node behind a partition does.
+    pub fn pause(&self) {
+        assert!(self.signal("STOP"), "kill -STOP failed");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        assert!(self.signal("CONT"), "kill -CONT failed");
     }
 
     /// Starts the node again on the same data directory and address.

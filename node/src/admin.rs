@@ -20,7 +20,15 @@ use crate::registry::Registry;
 pub struct Status {
     pub node_id: u64,
     pub zone: String,
+    /// `leader`, `leader-without-quorum` (leads, but no quorum acknowledged
+    /// it within the leader lease: writes fail), `follower`, `candidate`,
+    /// `learner`, `shutdown`.
     pub role: String,
+    /// This node's data directory incarnation.
+    pub incarnation: String,
+    /// Whether this node's disk is the one the membership records (false:
+    /// it does not vote or count until `stowage members replace`).
+    pub counted: bool,
     pub leader: Option<u64>,
     pub term: u64,
     pub last_applied: Option<u64>,
@@ -49,6 +57,13 @@ pub struct MemberStatus {
     pub last_contact_ms: Option<u64>,
     /// On the leader: the last log index the member has (Raft's "matched").
     pub matched: Option<u64>,
+    /// The incarnation the membership records (`None`: not yet).
+    pub incarnation: Option<String>,
+    /// The incarnation the member last said it has.
+    pub seen_incarnation: Option<String>,
+    /// False when the member answers with another incarnation than the
+    /// recorded one: its votes and acknowledgements are refused.
+    pub counted: bool,
 }
 
 /// What `POST /_stowage/members` takes.
@@ -57,6 +72,8 @@ pub struct MemberStatus {
 pub enum MembersRequest {
     Add(PeerSpec),
     Remove(u64),
+    /// Re-admit a member whose data directory was emptied or replaced.
+    Replace(u64),
 }
 
 impl TryFrom<MembersRequest> for MemberChange {
@@ -69,6 +86,8 @@ impl TryFrom<MembersRequest> for MemberChange {
             }),
             MembersRequest::Remove(0) => Err(Error::AdminRequest("node ids are positive".into())),
             MembersRequest::Remove(n) => Ok(MemberChange::Remove(n.into())),
+            MembersRequest::Replace(0) => Err(Error::AdminRequest("node ids are positive".into())),
+            MembersRequest::Replace(n) => Ok(MemberChange::Replace(n.into())),
         }
     }
 }
@@ -106,6 +125,15 @@ pub async fn status(reg: &Registry) -> Result<Status> {
                 .and_then(|r| r.get(id))
                 .and_then(|l| l.as_ref())
                 .map(|l| l.index);
+            let seen_incarnation = if *id == me {
+                Some(reg.store_incarnation().to_owned())
+            } else {
+                peer.incarnation.clone()
+            };
+            let counted = match (&info.incarnation, &seen_incarnation) {
+                (Some(r), Some(s)) => r == s,
+                _ => true,
+            };
             MemberStatus {
                 id: id.0,
                 zone: info.zone.to_string(),
@@ -118,13 +146,28 @@ pub async fn status(reg: &Registry) -> Result<Status> {
                 voter: voters.contains(id),
                 last_contact_ms,
                 matched,
+                incarnation: info.incarnation.clone(),
+                seen_incarnation,
+                counted,
             }
         })
-        .collect();
+        .collect::<Vec<MemberStatus>>();
+    let role = if crate::consensus::leader_without_quorum(&m, consensus.timing().leader_lease) {
+        "leader-without-quorum"
+    } else {
+        role(m.state)
+    };
+    let incarnation = reg.store_incarnation().to_owned();
+    let counted = membership
+        .get_node(&me)
+        .and_then(|n| n.incarnation.as_ref())
+        .is_none_or(|r| *r == incarnation);
     Ok(Status {
         node_id: me.0,
         zone: reg.settings.zone.to_string(),
-        role: role(m.state).to_string(),
+        role: role.to_string(),
+        incarnation,
+        counted,
         leader: m.current_leader.map(|l| l.0),
         term: m.current_term,
         last_applied: m.last_applied.as_ref().map(|l| l.index),
@@ -142,16 +185,22 @@ pub async fn status(reg: &Registry) -> Result<Status> {
 /// The status as the table `stowage status` prints.
 pub fn render(s: &Status) -> String {
     let mut out = format!(
-        "node {} (zone {}) is {} · leader {} · term {} · applied {} · log {} · snapshot {}\ncluster {}\n\n",
+        "node {} (zone {}) is {}{} · leader {} · term {} · applied {} · log {} · snapshot {}\ncluster {} · incarnation {}\n\n",
         s.node_id,
         s.zone,
         s.role,
+        if s.counted {
+            ""
+        } else {
+            " (new data directory: not counted until `stowage members replace`)"
+        },
         s.leader.map_or("none".into(), |l| l.to_string()),
         s.term,
         opt(s.last_applied),
         opt(s.last_log_index),
         opt(s.snapshot),
         s.cluster_id.as_deref().unwrap_or("(not formed yet)"),
+        s.incarnation,
     );
     out.push_str(&format!(
         "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
@@ -168,7 +217,11 @@ pub fn render(s: &Status) -> String {
                 &m.rpc_addr
             },
             m.http_addr.as_deref().unwrap_or("?"),
-            if m.voter { "yes" } else { "learner" },
+            match (m.voter, m.counted) {
+                (_, false) => "new-disk",
+                (true, true) => "yes",
+                (false, true) => "learner",
+            },
             m.last_contact_ms
                 .map_or("never".into(), |ms| format!("{ms} ms ago")),
             opt(m.matched),

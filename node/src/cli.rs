@@ -121,6 +121,13 @@ pub enum MembersAction {
         /// The member's node id.
         id: u64,
     },
+    /// Re-admit a member whose data directory was emptied or replaced: it
+    /// leaves the voters, rejoins as a learner under its new incarnation
+    /// and is promoted to voter once caught up. Start it first.
+    Replace {
+        /// The member's node id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -283,6 +290,7 @@ async fn members(args: MembersArgs) -> anyhow::Result<()> {
         }
         Some(MembersAction::Add { member }) => MembersRequest::Add(member),
         Some(MembersAction::Remove { id }) => MembersRequest::Remove(id),
+        Some(MembersAction::Replace { id }) => MembersRequest::Replace(id),
     };
     let body = serde_json::to_vec(&req)?;
     let v = call(node, http::Method::POST, "/_stowage/members", Some(body)).await?;

@@ -85,6 +85,14 @@ pub struct Config {
     /// Log entries kept behind a snapshot, so a briefly lagging follower
     /// catches up from the log instead of a whole snapshot.
     pub snapshot_logs_to_keep: u64,
+    /// No client request waits longer than this for the cluster (a leader,
+    /// a commit, a read barrier); past it the client gets a 503 naming why.
+    pub request_deadline_secs: u64,
+    /// Timeout of each call to the leader (forwarded write, read index).
+    /// Unset: the longest election timeout (twice
+    /// `raft_election_timeout_ms`), after which a new leader is elected
+    /// anyway, so a silent leader costs about one election.
+    pub cluster_rpc_timeout_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -119,6 +127,8 @@ impl Default for Config {
             raft_election_timeout_ms: 800,
             snapshot_every_entries: 10_000,
             snapshot_logs_to_keep: 1_000,
+            request_deadline_secs: 5,
+            cluster_rpc_timeout_ms: None,
         }
     }
 }
@@ -210,6 +220,12 @@ impl Config {
         if self.snapshot_every_entries == 0 {
             return invalid("snapshot_every_entries", "must be positive");
         }
+        if self.request_deadline_secs == 0 {
+            return invalid("request_deadline_secs", "must be positive");
+        }
+        if self.cluster_rpc_timeout_ms == Some(0) {
+            return invalid("cluster_rpc_timeout_ms", "must be positive");
+        }
         Ok(())
     }
 
@@ -237,6 +253,7 @@ impl Config {
             info: crate::raft::NodeInfo {
                 zone: self.zone.clone(),
                 rpc_addr: self.cluster_addr(),
+                incarnation: None,
             },
         });
         all
@@ -274,6 +291,18 @@ impl Config {
             repair_max_bytes_per_sec: self.repair_max_bytes_per_sec,
             scrub_interval: Duration::from_secs(self.scrub_interval_secs),
             scrub_max_bytes_per_sec: self.scrub_max_bytes_per_sec,
+        }
+    }
+
+    /// Deadlines and timeouts of consensus calls.
+    pub fn timing(&self) -> crate::consensus::Timing {
+        let election_max = Duration::from_millis(self.raft_election_timeout_ms * 2);
+        crate::consensus::Timing {
+            request_deadline: Duration::from_secs(self.request_deadline_secs),
+            rpc_timeout: self
+                .cluster_rpc_timeout_ms
+                .map_or(election_max, Duration::from_millis),
+            leader_lease: election_max,
         }
     }
 }
@@ -316,6 +345,24 @@ mod tests {
             ..Config::default()
         };
         assert!(dup.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn timing_follows_the_settings() {
+        let c = Config::default();
+        let t = c.timing();
+        assert_eq!(t.request_deadline, Duration::from_secs(5));
+        assert_eq!(t.rpc_timeout, Duration::from_millis(1600));
+        assert_eq!(t.leader_lease, Duration::from_millis(1600));
+        let c: Config =
+            toml::from_str("request_deadline_secs = 2\ncluster_rpc_timeout_ms = 300").unwrap();
+        assert_eq!(c.timing().request_deadline, Duration::from_secs(2));
+        assert_eq!(c.timing().rpc_timeout, Duration::from_millis(300));
+        let zero = Config {
+            request_deadline_secs: 0,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]

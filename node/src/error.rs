@@ -3,7 +3,7 @@
 //! JSON body, so handlers only ever return `Error`.
 
 use stowage_storage::types::Digest;
-use stowage_storage::types::RepoName;
+use stowage_storage::types::{NodeId, RepoName};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -71,7 +71,7 @@ pub enum Error {
     #[error("the request body failed: {0}")]
     Body(String),
 
-    #[error("the registry is not ready: {0}")]
+    #[error("service unavailable: {0}")]
     Unavailable(String),
 
     #[error(
@@ -83,6 +83,22 @@ pub enum Error {
         chunk: stowage_storage::types::ChunkId,
         missing: usize,
     },
+    #[error("no leader elected yet: this node cannot reach a majority of the cluster")]
+    NoLeader,
+
+    #[error(
+        "this node leads but cannot reach a quorum of the cluster, so it cannot commit writes"
+    )]
+    NoQuorum,
+
+    #[error("the leader (node {leader}) did not answer within {waited_ms} ms")]
+    LeaderSilent { leader: NodeId, waited_ms: u64 },
+
+    #[error("the cluster did not commit the request within the {secs} s request deadline")]
+    Deadline { secs: u64 },
+
+    #[error("this node has not yet applied log entry {index}, which the leader committed")]
+    Behind { index: u64 },
 
     #[error("membership change refused: {0}")]
     MembershipChange(String),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use openraft::async_runtime::WatchReceiver;
 use stowage_storage::meta::Command;
 use stowage_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::chunks::repair::HealthBoard;
 use crate::chunks::{ChunkIo, Lifecycle};
 use crate::cluster::bootstrap::{self, Plan};
+use crate::cluster::identity::{self, Identity};
 use crate::cluster::peers::Peers;
 use crate::cluster::service::{self, NodeCtx};
 use crate::cluster::{peers_digest, PeerSpec};
@@ -43,12 +45,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(level: &str) {
-    // A bare level keeps openraft's own chatter at warnings; a full filter
-    // (with '=' in it) is taken as given.
+    // A bare level keeps openraft's own chatter at errors: it warns once
+    // per failed heartbeat or replication attempt while a peer is down,
+    // and `Peers` already says once when a peer stops and starts
+    // answering. A full filter (with '=' in it) is taken as given.
     let spec = if level.contains('=') {
         level.to_owned()
     } else {
-        format!("{level},openraft=warn")
+        format!("{level},openraft=error")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -70,6 +74,9 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
         max_in_snapshot_log_to_keep: config.snapshot_logs_to_keep,
         // Entries may carry manifests of megabytes; keep batches modest.
         max_payload_entries: 64,
+        // A node that was cut off asks first whether it could win, so it
+        // does not disrupt a healthy leader with a higher term on return.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Ok(c.validate()?)
@@ -86,6 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let id = config.node_id();
     let peers = Arc::new(Peers::default());
+    let identity = Identity::new(id, store.incarnation().to_owned());
 
     let members = config.initial_members();
     if let Some(w) = placement::zone_warning(
@@ -108,13 +116,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(raft_config(&config)?),
         Network {
             peers: peers.clone(),
+            identity: identity.clone(),
         },
         LogStore::new(store.clone()),
         state_machine,
     )
     .await
     .context("starting Raft")?;
-    let consensus = Consensus::new(raft.clone(), id, peers.clone());
+    // The recorded incarnations are known before any election can start.
+    identity.set_membership(
+        raft.metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes(),
+    );
+    tokio::spawn(follow_membership(raft.clone(), identity.clone()));
+    let consensus = Consensus::new(raft.clone(), id, peers.clone(), config.timing());
     let replication = Replication {
         replicas: config.replicas,
         write_quorum: config.write_quorum,
@@ -140,6 +158,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             zone: config.zone.clone(),
             http_addr: http_addr.clone(),
             peers_digest: peers_digest(&members),
+            identity: identity.clone(),
+            peers: peers.clone(),
         };
         let rpc = TcpListener::bind(cluster_listen)
             .await
@@ -171,7 +191,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         me: NodeInfo {
             zone: config.zone.clone(),
             rpc_addr: config.cluster_addr(),
+            incarnation: None,
         },
+        incarnation: identity.incarnation.clone(),
         peers: config.peers.clone(),
         peers_digest: peers_digest(&members),
     };
@@ -184,7 +206,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(name_the_cluster(consensus.clone(), store.clone()));
-    tokio::spawn(greet_members(consensus.clone(), peers.clone()));
+    tokio::spawn(greet_members(consensus.clone(), peers.clone(), identity));
 
     let settings = Settings {
         node_id: id,
@@ -271,23 +293,44 @@ async fn name_the_cluster(consensus: Arc<Consensus>, store: Arc<Store>) {
     }
 }
 
-/// Greets every member periodically: records when each was last heard from
-/// and where its HTTP API is.
-async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>) {
+/// Keeps the incarnations the membership records, which every Raft
+/// request and answer is checked against, current.
+async fn follow_membership(raft: crate::raft::Raft, identity: Arc<Identity>) {
+    let mut metrics = raft.metrics();
+    while metrics.changed().await.is_ok() {
+        let m = metrics.borrow_watched().membership_config.clone();
+        identity.set_membership(m.membership().nodes());
+    }
+}
+
+/// Greets every member periodically: records when each was last heard from,
+/// where its HTTP API is and which incarnation it has; on the leader,
+/// records the incarnation of members that have none recorded yet.
+async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: Arc<Identity>) {
     loop {
         let me = consensus.id();
         let members = consensus.members();
         let greetings = members
+            .clone()
             .into_iter()
             .filter(|(id, info)| *id != me && !info.rpc_addr.is_empty())
             .map(|(id, info)| {
                 let peers = peers.clone();
                 async move {
                     let spec = PeerSpec { id, info };
-                    bootstrap::hello(&peers, me, &spec).await;
+                    bootstrap::hello(&peers, me, &spec)
+                        .await
+                        .map(|h| (id, h.incarnation))
                 }
             });
-        futures_util::future::join_all(greetings).await;
+        let seen = futures_util::future::join_all(greetings)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if consensus.raft().is_leader() {
+            identity::record_first_contact(consensus.raft(), &identity, &members, &seen).await;
+        }
         tokio::time::sleep(HELLO_EVERY).await;
     }
 }

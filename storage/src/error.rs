@@ -62,6 +62,11 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error(
+        "{path} does not hold an incarnation id (32 hex characters); the data directory is damaged"
+    )]
+    BadIncarnation { path: PathBuf },
+
     #[error("log entry {index} is not in the log (first {first}, last {last})")]
     LogGap { index: u64, first: u64, last: u64 },
 

@@ -3,6 +3,7 @@
 //! - `types`: validated identifiers (`Digest`, `RepoName`, `Tag`, `ChunkId`,
 //!   `NodeId`, `Zone`).
 //! - `durable`: the one temp → fsync → rename → fsync-dir write path.
+//! - `identity`: the data directory's incarnation id, made once at creation.
 //! - `chunks`: blake3-addressed chunk files, verified on every read.
 //! - `chunker`: splits a blob stream into chunks while computing its digest.
 //! - `log`: the fsynced, segmented, group-committed log of commands.
@@ -16,6 +17,7 @@ pub mod chunker;
 pub mod chunks;
 pub mod durable;
 pub mod error;
+pub mod identity;
 pub mod log;
 pub mod meta;
 pub mod resync;
@@ -52,7 +54,7 @@ impl StoreConfig {
 }
 
 /// One node's storage, opened from its data directory:
-/// `chunks/`, `meta/` (sled), `log/`.
+/// `chunks/`, `meta/` (sled), `log/`, and the `incarnation` file.
 pub struct Store {
     pub chunks: ChunkStore,
     pub meta: StateMachine,
@@ -61,12 +63,14 @@ pub struct Store {
     pub log: Arc<LogStore>,
     db: sled::Db,
     data_dir: PathBuf,
+    incarnation: String,
 }
 
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self> {
         let dir = &config.data_dir;
         durable::create_dir_durable(dir)?;
+        let incarnation = identity::load_or_create(dir)?;
         let chunks = ChunkStore::open(dir.join("chunks"))?;
         let db = sled::Config::new()
             .path(dir.join("meta"))
@@ -86,7 +90,14 @@ impl Store {
             log,
             db,
             data_dir: dir.clone(),
+            incarnation,
         })
+    }
+
+    /// This data directory's incarnation id: random, made when the
+    /// directory was created, and gone with it.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -13,6 +13,8 @@ mod t40_membership;
 mod t50_startup;
 /// The namespace network and its faults, without nodes.
 mod t60_netns;
+/// A node back with an emptied disk does not vote until it is replaced.
+mod t60_replace;
 /// An isolated follower does not raise a healthy cluster's term (pre-vote).
 mod t70_prevote;
 /// No request outlives the deadline when the leader's zone is cut off.

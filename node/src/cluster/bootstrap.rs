@@ -4,7 +4,10 @@
 //! agrees on the peer list is reachable, initializes the cluster with the
 //! full peer list. Every fresh node does this with the same list, which
 //! openraft allows, so no node is special. A fresh node whose peers already
-//! form a cluster waits to be added with `stowage members add`.
+//! form a cluster waits to be added with `stowage members add`, or, if its
+//! id is a member recorded with another incarnation (its data directory was
+//! emptied or replaced), says so once and waits for `stowage members
+//! replace`: until then it does not count (see `identity`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +57,11 @@ pub enum BootstrapError {
 /// What bootstrap needs to know about this node and its peers.
 pub struct Plan {
     pub id: NodeId,
+    /// This node as the initial membership lists it (no incarnation: every
+    /// node must initialize with the same membership).
     pub me: NodeInfo,
+    /// This data directory's incarnation.
+    pub incarnation: String,
     pub peers: Vec<PeerSpec>,
     pub peers_digest: String,
 }
@@ -68,15 +75,32 @@ impl Plan {
     }
 }
 
-/// Asks a peer who it is; `None` if it does not answer in time.
+/// Asks a peer who it is; `None` if it does not answer in time (logged
+/// once per change, by `Peers`).
 pub async fn hello(peers: &Peers, me: NodeId, peer: &PeerSpec) -> Option<Hello> {
-    let mut client = peers.cluster(peer.id, &peer.info.rpc_addr).ok()?;
-    let mut req = tonic::Request::new(HelloRequest { from_node: me.0 });
-    req.set_timeout(HELLO_TIMEOUT);
-    let reply = client.hello(req).await.ok()?.into_inner();
-    let h = Hello::try_from(reply).ok()?;
-    peers.record_hello(h.node_id, h.http_addr.clone(), h.cluster_id.clone());
-    Some(h)
+    let answer = async {
+        let mut client = peers
+            .cluster(peer.id, &peer.info.rpc_addr)
+            .map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(HelloRequest { from_node: me.0 });
+        req.set_timeout(HELLO_TIMEOUT);
+        let reply = client
+            .hello(req)
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        Hello::try_from(reply).map_err(|e| e.to_string())
+    };
+    match answer.await {
+        Ok(h) => {
+            peers.record_hello(&h);
+            Some(h)
+        }
+        Err(why) => {
+            peers.record_no_answer(peer.id, &why);
+            None
+        }
+    }
 }
 
 /// Brings this node into its cluster; returns once it is initialized (or
@@ -101,6 +125,8 @@ pub async fn run(
         return initialize(raft, plan.members()).await;
     }
     let majority = plan.peers.len().div_ceil(2) + 1;
+    // Said again only when the count changes, not every retry.
+    let mut reported: Option<usize> = None;
     loop {
         // Entries from a leader (another node initialized first) end this.
         if raft.is_initialized().await.unwrap_or(false) {
@@ -112,6 +138,15 @@ pub async fn run(
                 continue;
             };
             if h.initialized {
+                if let Some(recorded) = h.your_incarnation.filter(|r| *r != plan.incarnation) {
+                    tracing::warn!(
+                        "this node's data directory is new (incarnation {}) but node {} is a member \
+                         with incarnation {recorded}: it will not vote or count toward a quorum \
+                         until you run `stowage members replace {}` on any node",
+                        plan.incarnation, plan.id, plan.id
+                    );
+                    return Ok(());
+                }
                 tracing::info!(
                     peer = %h.node_id,
                     "peers already form a cluster: this node joins it if it is in their membership; \
@@ -137,11 +172,14 @@ pub async fn run(
             );
             return initialize(raft, plan.members()).await;
         }
-        tracing::warn!(
-            reachable,
-            needed = majority,
-            "waiting for a majority of peers before forming the cluster"
-        );
+        if reported != Some(reachable) {
+            tracing::warn!(
+                reachable,
+                needed = majority,
+                "waiting for a majority of peers before forming the cluster"
+            );
+            reported = Some(reachable);
+        }
         tokio::time::sleep(RETRY_EVERY).await;
     }
 }
@@ -175,6 +213,18 @@ fn check_stored_membership(raft: &Raft, plan: &Plan) -> Result<(), BootstrapErro
         .nodes()
         .map(|(id, n)| (*id, n.clone()))
         .collect();
+    if let Some(recorded) = stored
+        .get(&plan.id)
+        .and_then(|n| n.incarnation.as_ref())
+        .filter(|r| **r != plan.incarnation)
+    {
+        tracing::warn!(
+            "the membership records this node with incarnation {recorded}, but its data directory \
+             has {}: it does not count until `stowage members replace {}`",
+            plan.incarnation,
+            plan.id
+        );
+    }
     if plan.peers.is_empty() && stored.len() <= 1 {
         return Ok(());
     }

@@ -2,10 +2,12 @@
 //! tonic services other nodes call, and how a fresh cluster bootstraps.
 //!
 //! Layout: `peers.rs` (client channels and what hellos taught us),
+//! `identity.rs` (incarnation checks on Raft traffic),
 //! `service.rs` (Raft, Cluster and Chunks servers), `bootstrap.rs`
 //! (first start and restarts), `wire.rs` (protobuf ↔ domain conversions).
 
 pub mod bootstrap;
+pub mod identity;
 pub mod peers;
 pub mod service;
 pub mod wire;
@@ -57,6 +59,7 @@ impl FromStr for PeerSpec {
             info: NodeInfo {
                 zone,
                 rpc_addr: addr.to_owned(),
+                incarnation: None,
             },
         })
     }
@@ -99,13 +102,23 @@ pub struct Hello {
     pub cluster_id: Option<String>,
     pub initialized: bool,
     pub peers_digest: String,
+    /// The incarnation of the node's data directory.
+    pub incarnation: String,
+    /// What the node's membership records as the greeter's incarnation.
+    pub your_incarnation: Option<String>,
 }
 
 /// A membership change, as `stowage members` asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
-    Add { id: NodeId, info: NodeInfo },
+    Add {
+        id: NodeId,
+        info: NodeInfo,
+    },
     Remove(NodeId),
+    /// Re-admits a member whose data directory was emptied or replaced:
+    /// records its new incarnation and lets it vote once caught up.
+    Replace(NodeId),
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! peer for Raft and coordination, and a second one for bulk chunk transfer,
 //! so heartbeats never wait behind megabytes of chunk data. Also what this
 //! node has learned about each peer by saying hello (HTTP address, last
-//! contact).
+//! contact, incarnation), and one log line each time a peer stops or starts
+//! answering, instead of one per failed attempt.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +38,10 @@ pub struct PeerState {
     pub http_addr: Option<String>,
     pub last_contact: Option<Instant>,
     pub cluster_id: Option<String>,
+    /// The incarnation the peer last said it has.
+    pub incarnation: Option<String>,
+    /// Whether the last greeting was answered (`None`: never greeted).
+    pub answering: Option<bool>,
 }
 
 #[derive(Default)]
@@ -101,12 +106,30 @@ impl Peers {
             .max_encoding_message_size(4 * CHUNK_PIECE_BYTES))
     }
 
-    pub fn record_hello(&self, id: NodeId, http_addr: String, cluster_id: Option<String>) {
+    pub fn record_hello(&self, h: &crate::cluster::Hello) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = state.entry(h.node_id).or_default();
+        if s.answering == Some(false) {
+            tracing::info!(node = %h.node_id, "node answers again");
+        }
+        if s.incarnation.as_ref().is_some_and(|i| *i != h.incarnation) {
+            tracing::warn!(node = %h.node_id, incarnation = %h.incarnation, "node came back with another data directory");
+        }
+        s.answering = Some(true);
+        s.http_addr = Some(h.http_addr.clone());
+        s.last_contact = Some(Instant::now());
+        s.cluster_id = h.cluster_id.clone();
+        s.incarnation = Some(h.incarnation.clone());
+    }
+
+    /// A greeting went unanswered: logged once until the peer answers again.
+    pub fn record_no_answer(&self, id: NodeId, why: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let s = state.entry(id).or_default();
-        s.http_addr = Some(http_addr);
-        s.last_contact = Some(Instant::now());
-        s.cluster_id = cluster_id;
+        if s.answering != Some(false) {
+            tracing::warn!(node = %id, reason = why, "node does not answer; logging again once it does");
+        }
+        s.answering = Some(false);
     }
 
     /// Whether the peer answered hellos before and has stopped. A peer never

@@ -1,12 +1,14 @@
 //! The tonic services a node offers its peers: Raft traffic into openraft
 //! and coordination (hello, forwarded writes, read index, membership
 //! changes), served on one listener with the chunk subsystem's `Chunks`
-//! service.
+//! service. Raft requests from, and answers to, a node are checked against
+//! its recorded incarnation (`identity`).
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
+use openraft::errors::ClientWriteError;
 use openraft::{ChangeMembers, Snapshot};
 use stowage_proto::v1::chunks_server::ChunksServer;
 use stowage_proto::v1::cluster_server::{Cluster, ClusterServer};
@@ -22,23 +24,29 @@ use stowage_storage::types::{NodeId, Zone};
 use stowage_storage::Store;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::peers::MAX_RAFT_MESSAGE_BYTES;
-use super::{Hello, MemberChange};
+use super::identity::Identity;
+use super::peers::{Peers, MAX_RAFT_MESSAGE_BYTES};
+use super::{Hello, MemberChange, PeerSpec};
 use crate::chunks::rpc::ChunksService;
 use crate::raft::codec::{decode, encode};
 use crate::raft::state_machine::SnapshotFile;
-use crate::raft::{Raft, SnapshotMeta, Vote};
+use crate::raft::{NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
+
+/// Streams a peer may reset before this node accepts them, per connection.
+const PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
 
 /// gRPC metadata key naming the current leader when a request needs one.
 pub const LEADER_HINT: &str = "x-stowage-leader";
 
-/// Who this node is, as it tells its peers.
-#[derive(Debug, Clone)]
+/// Who this node is, as it tells its peers, and how it reaches them.
+#[derive(Clone)]
 pub struct NodeCtx {
     pub id: NodeId,
     pub zone: Zone,
     pub http_addr: String,
     pub peers_digest: String,
+    pub identity: Arc<Identity>,
+    pub peers: Arc<Peers>,
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -63,6 +71,31 @@ pub fn not_leader(leader: Option<NodeId>) -> Status {
 pub struct RaftService {
     raft: Raft,
     snapshot_dir: std::path::PathBuf,
+    identity: Arc<Identity>,
+}
+
+impl RaftService {
+    /// A request from a node whose disk is not the recorded one is refused:
+    /// a vote request or entries from a replica that forgot its log.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match self.identity.check_request(req.metadata()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "refused a Raft request");
+                Err(Status::permission_denied(e.to_string()))
+            }
+        }
+    }
+
+    /// An answer, naming this node's incarnation so the asker can tell
+    /// whether it counts.
+    fn answer<T: serde::Serialize>(&self, result: &T) -> Response<RaftPayload> {
+        let mut resp = Response::new(RaftPayload {
+            data: encode(result).into(),
+        });
+        self.identity.stamp(resp.metadata_mut());
+        resp
+    }
 }
 
 #[tonic::async_trait]
@@ -71,25 +104,31 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&req)?;
         let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
         let result = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result).into(),
-        }))
+        Ok(self.answer(&result))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&req)?;
         let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
         let result = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result).into(),
-        }))
+        Ok(self.answer(&result))
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&req)?;
+        let rpc = decode(&req.into_inner().data).map_err(bad_request)?;
+        let result = self.raft.pre_vote(rpc).await;
+        Ok(self.answer(&result))
     }
 
     async fn install_snapshot(
         &self,
         req: Request<Streaming<SnapshotPiece>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(SnapshotPiece {
@@ -125,9 +164,7 @@ impl RaftRpc for RaftService {
             snapshot: SnapshotFile { file, path: staged },
         };
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&result).into(),
-        }))
+        Ok(self.answer(&result))
     }
 }
 
@@ -150,8 +187,21 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn hello(&self, _req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
-        let initialized = self.raft.is_initialized().await.map_err(internal)?;
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        // From the metrics, not `is_initialized`: a query through Raft's
+        // core outlives a greeter that gave up, and openraft logs an ERROR
+        // for every answer nobody waits for.
+        use openraft::async_runtime::WatchReceiver;
+        let initialized = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some();
+        let from = NodeId(req.into_inner().from_node);
         let hello = Hello {
             node_id: self.ctx.id,
             zone: self.ctx.zone.clone(),
@@ -159,6 +209,8 @@ impl Cluster for ClusterService {
             cluster_id: self.store.meta.cluster_id().map_err(internal)?,
             initialized,
             peers_digest: self.ctx.peers_digest.clone(),
+            incarnation: self.ctx.identity.incarnation.clone(),
+            your_incarnation: self.ctx.identity.recorded(from),
         };
         Ok(Response::new(hello.into()))
     }
@@ -201,7 +253,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<ChangeMembersReply>, Status> {
         self.leader_only()?;
         let change = MemberChange::try_from(req.into_inner()).map_err(bad_request)?;
-        let summary = change_members(&self.raft, change)
+        let summary = change_members(&self.raft, &self.ctx.peers, self.ctx.id, change)
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(ChangeMembersReply { summary }))
@@ -210,26 +262,134 @@ impl Cluster for ClusterService {
 
 /// Runs a membership change on the leader: a new node joins as a learner,
 /// is promoted to voter once it has caught up; a removed node leaves the
-/// voters and the membership.
-pub async fn change_members(raft: &Raft, change: MemberChange) -> Result<String, String> {
+/// voters and the membership; a replaced node (a member whose data
+/// directory was emptied or swapped) leaves the voters, and rejoins as a
+/// learner under its new incarnation, promoted once caught up.
+pub async fn change_members(
+    raft: &Raft,
+    peers: &Peers,
+    me: NodeId,
+    change: MemberChange,
+) -> Result<String, String> {
     match change {
-        MemberChange::Add { id, info } => {
+        MemberChange::Add { id, mut info } => {
+            // A node that answers is recorded with its incarnation at once;
+            // one that does not yet is recorded on first contact.
+            let spec = PeerSpec {
+                id,
+                info: info.clone(),
+            };
+            if let Some(h) = super::bootstrap::hello(peers, me, &spec).await {
+                info.incarnation = Some(h.incarnation);
+            }
             tracing::info!(node = %id, %info, "adding a learner; it is promoted once caught up");
-            raft.add_learner(id, info.clone(), true)
+            in_turn(|| raft.add_learner(id, info.clone(), true))
                 .await
                 .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+            in_turn(|| {
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            })
+            .await
+            .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
             Ok(format!("node {id} ({info}) is a voter"))
         }
         MemberChange::Remove(id) => {
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| format!("removing node {id}: {e}"))?;
+            in_turn(|| {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            })
+            .await
+            .map_err(|e| format!("removing node {id}: {e}"))?;
             Ok(format!("node {id} is no longer a member"))
         }
+        MemberChange::Replace(id) => replace(raft, peers, me, id).await,
     }
+}
+
+/// How long a membership change waits for one already in flight (such as
+/// the leader recording incarnations) to commit.
+const IN_PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a membership change, waiting its turn while another one is in
+/// progress: openraft takes one at a time.
+async fn in_turn<T, F, Fut>(
+    mut change: F,
+) -> Result<T, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<T, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    >,
+{
+    let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+    loop {
+        match change().await {
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && matches!(
+                        e.api_error(),
+                        Some(ClientWriteError::ChangeMembershipError(
+                            openraft::errors::ChangeMembershipError::InProgress(_)
+                        ))
+                    ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn replace(raft: &Raft, peers: &Peers, me: NodeId, id: NodeId) -> Result<String, String> {
+    use openraft::async_runtime::WatchReceiver;
+    if id == me {
+        return Err(format!(
+            "node {id} leads the cluster, so its disk is the recorded one; nothing to replace"
+        ));
+    }
+    let old = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .cloned()
+        .ok_or_else(|| format!("node {id} is not a member; add it with `stowage members add`"))?;
+    let spec = PeerSpec {
+        id,
+        info: old.clone(),
+    };
+    let h = super::bootstrap::hello(peers, me, &spec)
+        .await
+        .ok_or_else(|| {
+            format!(
+                "node {id} does not answer at {}; start it first",
+                old.rpc_addr
+            )
+        })?;
+    if old.incarnation.as_deref() == Some(h.incarnation.as_str()) {
+        return Err(format!(
+            "node {id} still has its recorded incarnation {}: its disk was not replaced",
+            h.incarnation
+        ));
+    }
+    let new = NodeInfo {
+        incarnation: Some(h.incarnation.clone()),
+        ..old
+    };
+    tracing::info!(node = %id, incarnation = %h.incarnation, "replacing a member: it leaves the voters and rejoins as a learner");
+    in_turn(|| raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
+        .await
+        .map_err(|e| format!("removing node {id} from the voters: {e}"))?;
+    in_turn(|| raft.add_learner(id, new.clone(), true))
+        .await
+        .map_err(|e| format!("re-adding node {id} as a learner: {e}"))?;
+    in_turn(|| raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
+        .await
+        .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+    Ok(format!(
+        "node {id} is a voter again, with incarnation {}",
+        h.incarnation
+    ))
 }
 
 /// The cluster RPC server: all three services on one listener.
@@ -245,6 +405,7 @@ pub fn router(
     let raft_svc = RaftServer::new(RaftService {
         raft: raft.clone(),
         snapshot_dir,
+        identity: ctx.identity.clone(),
     })
     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
@@ -253,6 +414,10 @@ pub fn router(
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // h2's default (20) drops the whole connection once that many
+        // streams were reset before being accepted, which happens in bursts
+        // when a peer's requests time out after a partition heals.
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESET_STREAMS))
         .add_service(raft_svc)
         .add_service(cluster_svc)
         .add_service(chunks_svc)

@@ -30,6 +30,8 @@ impl From<Hello> for HelloReply {
             cluster_id: h.cluster_id.unwrap_or_default(),
             initialized: h.initialized,
             peers_digest: h.peers_digest,
+            incarnation: h.incarnation,
+            your_incarnation: h.your_incarnation.unwrap_or_default(),
         }
     }
 }
@@ -40,6 +42,9 @@ impl TryFrom<HelloReply> for Hello {
         if r.node_id == 0 {
             return Err(field("node_id", "must be positive"));
         }
+        if r.incarnation.is_empty() {
+            return Err(field("incarnation", "must not be empty"));
+        }
         Ok(Hello {
             node_id: NodeId(r.node_id),
             zone: Zone::parse(&r.zone).map_err(|e| field("zone", e))?,
@@ -47,6 +52,8 @@ impl TryFrom<HelloReply> for Hello {
             cluster_id: (!r.cluster_id.is_empty()).then_some(r.cluster_id),
             initialized: r.initialized,
             peers_digest: r.peers_digest,
+            incarnation: r.incarnation,
+            your_incarnation: (!r.your_incarnation.is_empty()).then_some(r.your_incarnation),
         })
     }
 }
@@ -60,6 +67,7 @@ impl From<MemberChange> for ChangeMembersRequest {
                 rpc_addr: info.rpc_addr,
             }),
             MemberChange::Remove(id) => change_members_request::Change::Remove(id.0),
+            MemberChange::Replace(id) => change_members_request::Change::Replace(id.0),
         };
         ChangeMembersRequest {
             change: Some(change),
@@ -83,6 +91,7 @@ impl TryFrom<ChangeMembersRequest> for MemberChange {
                     info: NodeInfo {
                         zone: Zone::parse(&a.zone).map_err(|e| field("add.zone", e))?,
                         rpc_addr: a.rpc_addr,
+                        incarnation: None,
                     },
                 })
             }
@@ -91,6 +100,12 @@ impl TryFrom<ChangeMembersRequest> for MemberChange {
             }
             Some(change_members_request::Change::Remove(_)) => {
                 Err(field("remove", "must be a positive node id"))
+            }
+            Some(change_members_request::Change::Replace(id)) if id > 0 => {
+                Ok(MemberChange::Replace(NodeId(id)))
+            }
+            Some(change_members_request::Change::Replace(_)) => {
+                Err(field("replace", "must be a positive node id"))
             }
             None => Err(field("change", "missing")),
         }
@@ -110,6 +125,8 @@ mod tests {
             cluster_id: None,
             initialized: false,
             peers_digest: "d".into(),
+            incarnation: "0123".into(),
+            your_incarnation: Some("4567".into()),
         };
         let back = Hello::try_from(HelloReply::from(h.clone())).unwrap();
         assert_eq!(back, h);
@@ -126,9 +143,11 @@ mod tests {
                 info: NodeInfo {
                     zone: Zone::parse("d").unwrap(),
                     rpc_addr: "127.0.0.1:7004".into(),
+                    incarnation: None,
                 },
             },
             MemberChange::Remove(NodeId(4)),
+            MemberChange::Replace(NodeId(4)),
         ] {
             assert_eq!(
                 MemberChange::try_from(ChangeMembersRequest::from(c.clone())).unwrap(),

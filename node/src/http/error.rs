@@ -30,9 +30,13 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
         NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
-        Unavailable(_) | ChunkUnavailable { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
-        }
+        Unavailable(_)
+        | ChunkUnavailable { .. }
+        | NoLeader
+        | NoQuorum
+        | LeaderSilent { .. }
+        | Deadline { .. }
+        | Behind { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -42,7 +46,11 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
 /// The full response for `e`, body included unless `head_only`.
 pub fn response(e: &Error, head_only: bool) -> http::Response<Body> {
     let (status, code) = classify(e);
-    if status.is_server_error() {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // The cluster's condition, told to the client and logged once
+        // where it changes (peers, Raft): not an error of this request.
+        tracing::debug!(error = %e, "request refused: the cluster is unavailable");
+    } else if status.is_server_error() {
         tracing::error!(error = %e, "request failed");
     } else {
         tracing::debug!(error = %e, code, "request rejected");
@@ -117,6 +125,16 @@ mod tests {
                 "BLOB_UPLOAD_INVALID",
             ),
             (Error::Unsupported("x"), 400, "UNSUPPORTED"),
+            (Error::NoLeader, 503, "UNAVAILABLE"),
+            (Error::NoQuorum, 503, "UNAVAILABLE"),
+            (
+                Error::LeaderSilent {
+                    leader: stowage_storage::types::NodeId(2),
+                    waited_ms: 1600,
+                },
+                503,
+                "UNAVAILABLE",
+            ),
         ];
         for (e, status, code) in cases {
             let (s, c) = classify(&e);

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Version of everything this module encodes.
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: `NodeInfo` gained the incarnation.
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

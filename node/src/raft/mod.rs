@@ -18,11 +18,14 @@ use stowage_storage::meta::{Command, Outcome};
 use stowage_storage::types::{NodeId, Zone};
 
 /// What the membership records about each node: its zone (for placement
-/// and voter spread) and where its cluster RPC listens.
+/// and voter spread), where its cluster RPC listens, and the incarnation of
+/// its data directory (`None` until the leader first hears from it; see
+/// `cluster::identity`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub zone: Zone,
     pub rpc_addr: String,
+    pub incarnation: Option<String>,
 }
 
 impl fmt::Display for NodeInfo {

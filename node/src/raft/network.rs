@@ -1,6 +1,9 @@
 //! The client side of Raft traffic: openraft's requests are encoded with
 //! `codec` into the tonic `Raft` service; snapshots stream from their state
-//! file in pieces, never whole in memory.
+//! file in pieces, never whole in memory. Every request names this node
+//! and its incarnation; an answer from an incarnation of the target other
+//! than the recorded one is an error, so a vote grant or an append
+//! acknowledgement by a node that lost its disk is never counted.
 
 use std::future::Future;
 use std::io::Read;
@@ -21,16 +24,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::codec::{decode, encode};
 use super::state_machine::{SnapshotFile, StowageSnapshot};
 use super::{NodeInfo, TypeConfig, Vote};
+use crate::cluster::identity::Identity;
 use crate::cluster::peers::{Peers, CHUNK_PIECE_BYTES};
 
 pub struct Network {
     pub peers: Arc<Peers>,
+    pub identity: Arc<Identity>,
 }
 
 pub struct PeerRaft {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
+    identity: Arc<Identity>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -41,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.rpc_addr.clone(),
             peers: self.peers.clone(),
+            identity: self.identity.clone(),
         }
     }
 }
@@ -50,7 +57,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// transient network error.
 fn transport_error(target: NodeId, status: &tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+        // A peer refusing this node's incarnation stays refused until an
+        // operator acts: back off like from an unreachable one.
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled
+        | tonic::Code::PermissionDenied => {
             RPCError::Unreachable(Unreachable::from_string(format!("node {target}: {status}")))
         }
         _ => RPCError::Network(NetworkError::from_string(format!(
@@ -73,6 +85,25 @@ impl PeerRaft {
         self.peers
             .raft(self.target, &self.addr)
             .map_err(|e| unreachable(self.target, e))
+    }
+
+    /// A request naming this node, with openraft's deadline for it.
+    fn request(&self, data: Vec<u8>, option: &RPCOption) -> tonic::Request<RaftPayload> {
+        let mut req = tonic::Request::new(RaftPayload { data: data.into() });
+        req.set_timeout(option.hard_ttl());
+        self.identity.stamp(req.metadata_mut());
+        req
+    }
+
+    /// The payload of an answer, if it came from the recorded incarnation.
+    fn checked(
+        &self,
+        resp: tonic::Response<RaftPayload>,
+    ) -> Result<bytes::Bytes, RPCError<TypeConfig>> {
+        self.identity
+            .check_answer(self.target, resp.metadata())
+            .map_err(|e| unreachable(self.target, e))?;
+        Ok(resp.into_inner().data)
     }
 
     /// Decodes a reply that carries `Result<T, remote error>`; a remote
@@ -102,16 +133,13 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = tonic::Request::new(RaftPayload {
-            data: encode(&rpc).into(),
-        });
-        req.set_timeout(option.hard_ttl());
+        let req = self.request(encode(&rpc), &option);
         let resp = self
             .client()?
             .append_entries(req)
             .await
             .map_err(|s| transport_error(self.target, &s))?;
-        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&resp.into_inner().data)
+        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
     }
 
     async fn vote(
@@ -119,16 +147,27 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = tonic::Request::new(RaftPayload {
-            data: encode(&rpc).into(),
-        });
-        req.set_timeout(option.hard_ttl());
+        let req = self.request(encode(&rpc), &option);
         let resp = self
             .client()?
             .vote(req)
             .await
             .map_err(|s| transport_error(self.target, &s))?;
-        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&resp.into_inner().data)
+        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let req = self.request(encode(&rpc), &option);
+        let resp = self
+            .client()?
+            .pre_vote(req)
+            .await
+            .map_err(|s| transport_error(self.target, &s))?;
+        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
     }
 
     async fn full_snapshot(
@@ -170,7 +209,9 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
                 }
             }
         });
-        let call = client.install_snapshot(ReceiverStream::new(rx));
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        self.identity.stamp(req.metadata_mut());
+        let call = client.install_snapshot(req);
         let resp = tokio::select! {
             r = call => r,
             closed = cancel => {
@@ -184,10 +225,11 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
             Ok(Err(e)) => return Err(unreachable(format!("reading the snapshot: {e}"))),
             Err(e) => return Err(unreachable(e.to_string())),
         }
-        let data = resp
-            .map_err(|s| unreachable(format!("node {}: {s}", self.target)))?
-            .into_inner()
-            .data;
+        let resp = resp.map_err(|s| unreachable(format!("node {}: {s}", self.target)))?;
+        self.identity
+            .check_answer(self.target, resp.metadata())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let data = resp.into_inner().data;
         match decode::<Result<SnapshotResponse<TypeConfig>, openraft::errors::Fatal<TypeConfig>>>(
             &data,
         ) {

@@ -109,6 +109,11 @@ impl Registry {
         Ok(self.store.meta.cluster_id()?)
     }
 
+    /// This node's data directory incarnation.
+    pub fn store_incarnation(&self) -> &str {
+        self.store.incarnation()
+    }
+
     /// The HTTP address of `node`, learned by greeting it if need be.
     pub async fn http_addr_of(&self, node: NodeId) -> Option<String> {
         if let Some(a) = self.peers.state(node).http_addr {
