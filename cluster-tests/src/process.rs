@@ -187,8 +187,11 @@ impl Node {
                 }
                 None => Command::new(&self.bin),
             };
+            // Quiet by default; STOWAGE_TEST_LOG (a level or a tracing
+            // filter) shows more of a failing test's nodes.
+            let level = std::env::var("STOWAGE_TEST_LOG").unwrap_or_else(|_| "warn".into());
             let mut child = cmd
-                .args(["serve", "--listen", listen, "--log-level", "warn"])
+                .args(["serve", "--listen", listen, "--log-level", &level])
                 .args(&self.args)
                 .stdout(Stdio::piped())
                 .stderr(stderr)

@@ -307,6 +307,9 @@ async fn follow_membership(raft: crate::raft::Raft, identity: Arc<Identity>) {
 /// where its HTTP API is and which incarnation it has; on the leader,
 /// records the incarnation of members that have none recorded yet.
 async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: Arc<Identity>) {
+    // Recording incarnations is a membership change, which can take a
+    // while; greetings must not wait for it, or peers would look down.
+    let recording = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let me = consensus.id();
         let members = consensus.members();
@@ -323,13 +326,23 @@ async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: A
                         .map(|h| (id, h.incarnation))
                 }
             });
-        let seen = futures_util::future::join_all(greetings)
+        let seen: std::collections::BTreeMap<_, _> = futures_util::future::join_all(greetings)
             .await
             .into_iter()
             .flatten()
             .collect();
-        if consensus.raft().is_leader() {
-            identity::record_first_contact(consensus.raft(), &identity, &members, &seen).await;
+        if consensus.raft().is_leader()
+            && !recording.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let (raft, identity, recording) = (
+                consensus.raft().clone(),
+                identity.clone(),
+                recording.clone(),
+            );
+            tokio::spawn(async move {
+                identity::record_first_contact(&raft, &identity, &members, &seen).await;
+                recording.store(false, std::sync::atomic::Ordering::Release);
+            });
         }
         tokio::time::sleep(HELLO_EVERY).await;
     }

@@ -29,5 +29,7 @@ mod t82_repair;
 mod t84_scrub;
 /// 3 → 4 → 3 members with data: copies move, never below three.
 mod t85_rebalance;
+/// Pulls are whole from a remaining holder, or a 503 before the body.
+mod t86_honest_reads;
 /// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
 mod t90_chaos;

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 /// write is answered without them (they are then under-replicated until
 /// the node's repair sweep).
 const STRAGGLER_GRACE: Duration = Duration::from_millis(500);
+/// How often a write waiting for its quorum looks whether the peers it
+/// still waits for have been found down.
+const RECHECK_PENDING: Duration = Duration::from_millis(250);
 
 /// How many copies a chunk gets, and how many must be durable before a
 /// write is acknowledged.
@@ -49,6 +52,7 @@ impl ChunkIo {
             h.len() >= need && zones.len() >= need_zones
         };
         let mut skipped = Vec::new();
+        let mut pending = BTreeSet::new();
         let mut sends: FuturesUnordered<_> = self
             .targets(&id, &all)
             .into_iter()
@@ -62,6 +66,7 @@ impl ChunkIo {
             })
             .filter_map(|t| members.get(&t).map(|info| (t, info.rpc_addr.clone())))
             .map(|(t, addr)| {
+                pending.insert(t);
                 let data = data.clone();
                 async move { (t, rpc::put_chunk(&self.peers, t, &addr, id, data).await) }
             })
@@ -70,13 +75,49 @@ impl ChunkIo {
             .iter()
             .map(|t| format!("node {t}: unreachable"))
             .collect();
+        // A peer that vanishes mid-write (a partition: no reset, just
+        // silence) would hold the write until the transfer timeout; once
+        // the peers still pending are known to be down and the rest cannot
+        // make the quorum, the write fails at once instead.
+        let mut recheck = tokio::time::interval(RECHECK_PENDING);
+        recheck.tick().await;
+        // However the peers fail, a write waits for its quorum no longer
+        // than a client request may wait for the cluster.
+        let deadline = self.consensus.timing().request_deadline;
+        let give_up = tokio::time::sleep(deadline);
+        tokio::pin!(give_up);
         while !satisfied(&holders) {
-            match sends.next().await {
-                Some((t, Ok(()))) => {
-                    holders.insert(t);
+            tokio::select! {
+                () = &mut give_up => {
+                    failures.extend(pending.iter().map(|t| {
+                        format!("node {t}: no answer within {} ms", deadline.as_millis())
+                    }));
+                    break;
                 }
-                Some((t, Err(e))) => failures.push(format!("node {t}: {e}")),
-                None => break,
+                next = sends.next() => match next {
+                    Some((t, Ok(()))) => {
+                        pending.remove(&t);
+                        holders.insert(t);
+                    }
+                    Some((t, Err(e))) => {
+                        pending.remove(&t);
+                        failures.push(format!("node {t}: {e}"));
+                    }
+                    None => break,
+                },
+                _ = recheck.tick() => {
+                    let mut could = holders.clone();
+                    could.extend(pending.iter().filter(|t| !self.peers.is_down(**t)));
+                    if !satisfied(&could) {
+                        failures.extend(
+                            pending
+                                .iter()
+                                .filter(|t| self.peers.is_down(**t))
+                                .map(|t| format!("node {t}: stopped answering")),
+                        );
+                        break;
+                    }
+                }
             }
         }
         if !satisfied(&holders) {

@@ -132,8 +132,10 @@ impl Peers {
         s.answering = Some(false);
     }
 
-    /// Whether the peer answered hellos before and has stopped. A peer never
-    /// heard from is not known to be down (it may just be starting).
+    /// Whether the peer is known to be down: it answered before and has
+    /// answered no greeting for a while (one lost greeting on a busy
+    /// machine is not enough). A peer never heard from is not known to be
+    /// down: at start-up, peers come up in any order.
     pub fn is_down(&self, id: NodeId) -> bool {
         self.state(id)
             .last_contact
