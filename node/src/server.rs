@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
 use stowage_storage::meta::Command;
+use stowage_storage::types::NodeId;
 use stowage_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -307,33 +308,48 @@ async fn follow_membership(raft: crate::raft::Raft, identity: Arc<Identity>) {
 /// where its HTTP API is and which incarnation it has; on the leader,
 /// records the incarnation of members that have none recorded yet.
 async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: Arc<Identity>) {
-    // Recording incarnations is a membership change, which can take a
-    // while; greetings must not wait for it, or peers would look down.
-    let recording = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    // Each peer is greeted on its own: a peer that vanished (its hellos
+    // wait for a connect timeout) must not delay the greetings that keep
+    // the others from looking down. Recording incarnations is a membership
+    // change, which can take a while, so it runs beside the greetings too.
+    let in_flight: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
+    let recording = Arc::new(AtomicBool::new(false));
     loop {
         let me = consensus.id();
         let members = consensus.members();
-        let greetings = members
-            .clone()
-            .into_iter()
-            .filter(|(id, info)| *id != me && !info.rpc_addr.is_empty())
-            .map(|(id, info)| {
-                let peers = peers.clone();
-                async move {
-                    let spec = PeerSpec { id, info };
-                    bootstrap::hello(&peers, me, &spec)
-                        .await
-                        .map(|h| (id, h.incarnation))
-                }
+        for (id, info) in members.iter() {
+            if *id == me || info.rpc_addr.is_empty() {
+                continue;
+            }
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*id)
+            {
+                continue;
+            }
+            let (peers, in_flight) = (peers.clone(), in_flight.clone());
+            let spec = PeerSpec {
+                id: *id,
+                info: info.clone(),
+            };
+            tokio::spawn(async move {
+                bootstrap::hello(&peers, me, &spec).await;
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&spec.id);
             });
-        let seen: std::collections::BTreeMap<_, _> = futures_util::future::join_all(greetings)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        if consensus.raft().is_leader()
-            && !recording.swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        }
+        if consensus.raft().is_leader() && !recording.swap(true, Ordering::AcqRel) {
+            // What the peers said of themselves in their last answer.
+            let seen: BTreeMap<NodeId, String> = members
+                .keys()
+                .filter_map(|id| peers.state(*id).incarnation.map(|i| (*id, i)))
+                .collect();
             let (raft, identity, recording) = (
                 consensus.raft().clone(),
                 identity.clone(),
@@ -341,7 +357,7 @@ async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: A
             );
             tokio::spawn(async move {
                 identity::record_first_contact(&raft, &identity, &members, &seen).await;
-                recording.store(false, std::sync::atomic::Ordering::Release);
+                recording.store(false, Ordering::Release);
             });
         }
         tokio::time::sleep(HELLO_EVERY).await;

@@ -298,6 +298,10 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         .filter(|r| r.start_us >= f.start_us && r.start_us < end && !f.affected.contains(&r.node))
         .collect();
     let ok = during.iter().filter(|r| r.ok).count();
+    let writes = during.iter().filter(|r| r.kind.is_write()).count();
+    let writes_ok = during.iter().filter(|r| r.kind.is_write() && r.ok).count();
+    let reads = during.len() - writes;
+    let reads_ok = ok - writes_ok;
     // What the failures were: an HTTP status, or no answer in time.
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     for r in during.iter().filter(|r| !r.ok) {
@@ -308,6 +312,13 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
             (None, _) => "no answer".to_string(),
         };
         *failures.entry(key).or_default() += 1;
+    }
+    // When the failures began, in whole seconds after the cut.
+    let mut failures_by_second: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in during.iter().filter(|r| !r.ok) {
+        *failures_by_second
+            .entry(r.start_us.saturating_sub(f.cut_us) / 1_000_000)
+            .or_default() += 1;
     }
     let longest_request_ms = during
         .iter()
@@ -331,17 +342,7 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         gap = gap.max(t - prev);
         prev = t;
     }
-    let share = if during.is_empty() {
-        Value::Null
-    } else {
-        json!(
-            (f64::from(u32::try_from(ok).unwrap_or(u32::MAX))
-                / f64::from(u32::try_from(during.len()).unwrap_or(u32::MAX))
-                * 1000.0)
-                .round()
-                / 1000.0
-        )
-    };
+    let all_share = share(ok, during.len());
     json!({
         "fault": f.fault.name(),
         "detail": f.detail,
@@ -350,12 +351,186 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         "held_ms": (f.healed_us - f.start_us) / 1000,
         "recovered_after_heal_ms": f.recovered_us.map(|t| (t - f.healed_us) / 1000),
         "survivor_requests": during.len(),
-        "survivor_success_share": share,
+        "survivor_success_share": all_share,
+        "survivor_writes": writes,
+        "survivor_write_success_share": share(writes_ok, writes),
+        "survivor_reads": reads,
+        "survivor_read_success_share": share(reads_ok, reads),
         "survivor_failures": failures,
+        "survivor_failures_by_second_after_cut": failures_by_second
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
         "longest_write_gap_ms": gap / 1000,
         "longest_survivor_request_ms": longest_request_ms,
         "error": f.error,
     })
+}
+
+/// `ok / n` to three places; null when `n` is 0.
+fn share(ok: usize, n: usize) -> Value {
+    if n == 0 {
+        return Value::Null;
+    }
+    json!((ratio(ok, n) * 1000.0).round() / 1000.0)
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    f64::from(u32::try_from(a).unwrap_or(u32::MAX))
+        / f64::from(u32::try_from(b).unwrap_or(u32::MAX))
+}
+
+/// Nearest-rank percentile `p` (0..=100) of `v` in milliseconds.
+fn percentile_ms(v: &mut [u64], p: usize) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = (p * v.len()).div_ceil(100).max(1);
+    Some((v[rank - 1] as f64 / 100.0).round() / 10.0)
+}
+
+/// Latencies (microseconds) of one window: whole acknowledged image
+/// pushes and single acknowledged push requests (blob `POST`, manifest
+/// `PUT`).
+#[derive(Debug, Default)]
+struct Window {
+    images: Vec<u64>,
+    requests: Vec<u64>,
+}
+
+impl Window {
+    fn json(&mut self) -> Value {
+        json!({
+            "image_pushes": self.images.len(),
+            "image_p50_ms": percentile_ms(&mut self.images, 50),
+            "image_p90_ms": percentile_ms(&mut self.images, 90),
+            "push_requests": self.requests.len(),
+            "request_p50_ms": percentile_ms(&mut self.requests, 50),
+            "request_p90_ms": percentile_ms(&mut self.requests, 90),
+        })
+    }
+}
+
+/// What the latency figures and availability during whole-zone loss came
+/// to: `(report, summary fragment)`.
+pub struct ZoneLossFigures {
+    pub report: Value,
+    pub summary: String,
+}
+
+/// Push latency on surviving nodes before any fault (the baseline: pushes
+/// that began and ended before the first fault started) and during
+/// whole-zone loss (pushes that began from `detection` after the cut to
+/// the heal, none of whose requests went to the lost zone), with the
+/// ratio; and the survivors' write and read success over every zone loss
+/// (from its start to the cluster's recovery, as `availability`).
+pub fn zone_loss_figures(
+    h: &History,
+    records: &[FaultRecord],
+    detection: Duration,
+) -> ZoneLossFigures {
+    let detection_us = u64::try_from(detection.as_micros()).unwrap_or(u64::MAX);
+    let first = records.first().map_or(u64::MAX, |f| f.start_us);
+    let is_push = |k: ReqKind| matches!(k, ReqKind::BlobPush | ReqKind::ManifestPush);
+    let mut base = Window::default();
+    for p in h.image_pushes.iter().filter(|p| p.end_us <= first) {
+        base.images.push(p.end_us - p.start_us);
+    }
+    for r in h
+        .requests
+        .iter()
+        .filter(|r| r.ok && is_push(r.kind) && r.end_us <= first)
+    {
+        base.requests.push(r.end_us - r.start_us);
+    }
+    let zl: Vec<&FaultRecord> = records
+        .iter()
+        .filter(|f| f.fault == super::nemesis::Fault::ZoneLoss && f.error.is_none())
+        .collect();
+    let mut during = Window::default();
+    for f in &zl {
+        let from = f.cut_us + detection_us;
+        let inside = |start: u64| start >= from && start < f.healed_us;
+        for p in h
+            .image_pushes
+            .iter()
+            .filter(|p| inside(p.start_us) && !p.nodes.iter().any(|n| f.affected.contains(n)))
+        {
+            during.images.push(p.end_us - p.start_us);
+        }
+        for r in h.requests.iter().filter(|r| {
+            r.ok && is_push(r.kind) && inside(r.start_us) && !f.affected.contains(&r.node)
+        }) {
+            during.requests.push(r.end_us - r.start_us);
+        }
+    }
+    let (mut w, mut w_ok, mut r, mut r_ok) = (0, 0, 0, 0);
+    for f in &zl {
+        let end = f.recovered_us.unwrap_or(f.healed_us);
+        for q in h.requests.iter().filter(|q| {
+            q.start_us >= f.start_us && q.start_us < end && !f.affected.contains(&q.node)
+        }) {
+            if q.kind.is_write() {
+                w += 1;
+                w_ok += usize::from(q.ok);
+            } else {
+                r += 1;
+                r_ok += usize::from(q.ok);
+            }
+        }
+    }
+    let b = base.json();
+    let d = during.json();
+    let div = |k: &str| match (d[k].as_f64(), b[k].as_f64()) {
+        (Some(x), Some(y)) if y > 0.0 => Some((x / y * 100.0).round() / 100.0),
+        _ => None,
+    };
+    let ratio_json = json!({
+        "image_p50": div("image_p50_ms"),
+        "image_p90": div("image_p90_ms"),
+        "request_p50": div("request_p50_ms"),
+        "request_p90": div("request_p90_ms"),
+    });
+    let fmt = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x}"));
+    let pct = |ok: usize, n: usize| {
+        if n == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", ratio(ok, n) * 100.0)
+        }
+    };
+    let summary = format!(
+        "image_push_ms p50/p90 baseline={}/{} zone_loss={}/{} ratio={}/{} (n={}/{}) \
+         zone_loss_survivor_writes_ok={} ({}/{}) reads_ok={} ({}/{})",
+        fmt(&b["image_p50_ms"]),
+        fmt(&b["image_p90_ms"]),
+        fmt(&d["image_p50_ms"]),
+        fmt(&d["image_p90_ms"]),
+        fmt(&ratio_json["image_p50"]),
+        fmt(&ratio_json["image_p90"]),
+        b["image_pushes"],
+        d["image_pushes"],
+        pct(w_ok, w),
+        w_ok,
+        w,
+        pct(r_ok, r),
+        r_ok,
+        r,
+    );
+    let report = json!({
+        "what": "latency of acknowledged pushes on surviving nodes; image = whole image push (every blob POST, then the manifest PUT), request = one blob POST or manifest PUT",
+        "baseline": b,
+        "zone_loss": d,
+        "zone_loss_detection_excluded_ms": detection_us / 1000,
+        "zone_losses": zl.len(),
+        "ratio_zone_loss_to_baseline": ratio_json,
+        "zone_loss_survivor_writes": w,
+        "zone_loss_survivor_write_success_share": share(w_ok, w),
+        "zone_loss_survivor_reads": r,
+        "zone_loss_survivor_read_success_share": share(r_ok, r),
+    });
+    ZoneLossFigures { report, summary }
 }
 
 /// What each node reports about under-replicated data, if its status has

@@ -59,6 +59,16 @@ pub struct Request {
     pub status: Option<u16>,
 }
 
+/// One acknowledged whole-image push (every blob `POST`, then the
+/// manifest `PUT`), for the latency figures.
+#[derive(Debug, Clone)]
+pub struct ImagePush {
+    pub start_us: u64,
+    pub end_us: u64,
+    /// Every node a request of the push went to (blobs', manifest's).
+    pub nodes: Vec<u64>,
+}
+
 /// How a blob's bytes are regenerated for the check (kept small in memory).
 #[derive(Debug, Clone)]
 pub enum BlobBytes {
@@ -121,6 +131,10 @@ pub struct History {
     pub blobs: Vec<AckedBlob>,
     pub images: Vec<AckedImage>,
     pub tag_ops: Vec<TagOp>,
+    /// 503 answers to writes: (time, node, body), the first 2000.
+    pub unavailable: Vec<(u64, u64, String)>,
+    /// Acknowledged whole-image pushes.
+    pub image_pushes: Vec<ImagePush>,
     /// A read during the run of an acknowledged write that answered
     /// "unknown" (read-your-writes broken), with what was read.
     pub stale_reads: Vec<String>,

@@ -28,6 +28,12 @@ use self::rng::Rng;
 use self::workload::{TagPool, WorkloadConfig};
 use crate::netns::NsCluster;
 
+/// Fault-free time at the start of a run: the latency baseline.
+pub const BASELINE: Duration = Duration::from_secs(10);
+/// Time after a zone's cut that the latency figures leave out (the
+/// survivors have not yet noticed the zone is gone).
+pub const DETECTION: Duration = Duration::from_secs(3);
+
 /// Small chunks make multi-chunk blobs cheap.
 pub const CHUNK_SIZE_BYTES: usize = 65_536;
 
@@ -170,6 +176,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         hold_min: Duration::from_secs(3),
         hold_max: Duration::from_secs(8),
         quiet: Duration::from_secs(2),
+        baseline: BASELINE,
         recover_limit: Duration::from_secs(90),
     };
     let records = nemesis::run(
@@ -219,6 +226,8 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         .map(|f| checker::availability(&h, f))
         .collect();
 
+    let zl = checker::zone_loss_figures(&h, &records, DETECTION);
+
     let acked_images = h.images.len();
     let acked_blobs = h.blobs.len();
     let acked_tag_writes = h
@@ -265,7 +274,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let summary = format!(
         "chaos seed={} duration={}s faults={} fault_errors={} acked={} (images={} blobs={} tag_writes={}) \
          lost={} corrupt={} stale={} unverified={} nonlinearizable={} undecided={} tags={} \
-         requests={} ok={} longest_request_ms={} max_write_gap_ms={} peak_rss_mib={} healed={}",
+         requests={} ok={} longest_request_ms={} max_write_gap_ms={} peak_rss_mib={} healed={} {}",
         cfg.seed,
         ran.as_secs(),
         records.len(),
@@ -287,6 +296,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         max_gap_ms,
         rss_mib,
         heal_error.is_none(),
+        zl.summary,
     );
     let report = json!({
         "summary": summary,
@@ -327,6 +337,8 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         },
         "requests": {"total": requests, "ok": ok_requests, "longest_ms": longest_request_ms},
         "faults": per_fault,
+        "push_latency_and_zone_loss": zl.report,
+        "write_503s": h.unavailable.iter().map(|(t, n, b)| json!({"at_ms": t / 1000, "node": n, "body": b})).collect::<Vec<_>>(),
         "heal_error": heal_error,
         "under_replicated": under,
         "peak_rss": rss,

@@ -91,6 +91,9 @@ pub struct FaultRecord {
     /// Nodes the fault hit; the others are the survivors.
     pub affected: Vec<u64>,
     pub start_us: u64,
+    /// When the fault was fully in place (every iptables rule in, the
+    /// process killed): the cut.
+    pub cut_us: u64,
     pub healed_us: u64,
     /// When the cluster was healthy again after the heal.
     pub recovered_us: Option<u64>,
@@ -108,6 +111,9 @@ pub struct NemesisConfig {
     pub hold_max: Duration,
     /// Quiet time between faults.
     pub quiet: Duration,
+    /// Fault-free time at the start (the latency baseline); at least
+    /// `quiet`.
+    pub baseline: Duration,
     /// How long the cluster gets to be healthy after a heal.
     pub recover_limit: Duration,
 }
@@ -139,6 +145,7 @@ pub async fn run(
         tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
         return records;
     }
+    tokio::time::sleep(cfg.baseline.saturating_sub(cfg.quiet)).await;
     loop {
         tokio::time::sleep(cfg.quiet).await;
         let fault = cfg.faults[rng.index(cfg.faults.len())];
@@ -157,6 +164,7 @@ pub async fn run(
             detail: String::new(),
             affected: Vec::new(),
             start_us,
+            cut_us: start_us,
             healed_us: start_us,
             recovered_us: None,
             error: None,
@@ -168,6 +176,7 @@ pub async fn run(
                 Applied::Nothing
             }
         };
+        rec.cut_us = clock.now_us();
         tokio::time::sleep(hold).await;
         if let Err(e) = heal(cluster, applied).await {
             rec.error = Some(format!("heal: {e}"));

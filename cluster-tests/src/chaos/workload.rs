@@ -12,7 +12,9 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
-use super::history::{AckedBlob, AckedImage, BlobBytes, Clock, ReqKind, Request, Shared, TagOp};
+use super::history::{
+    AckedBlob, AckedImage, BlobBytes, Clock, ImagePush, ReqKind, Request, Shared, TagOp,
+};
 use super::linearizable::Kind;
 use super::rng::Rng;
 use crate::oci::{data, sha256, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
@@ -236,6 +238,21 @@ impl Worker {
         });
     }
 
+    /// Keeps the body of a 503 (the node names why), for the report.
+    async fn note_unavailable(&self, r: reqwest::Result<reqwest::Response>, node: u64) {
+        let Ok(resp) = r else { return };
+        if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+            return;
+        }
+        let at = self.clock.now_us();
+        let body = resp.text().await.unwrap_or_default();
+        let mut h = self.history.lock();
+        if h.unavailable.len() < 2000 {
+            h.unavailable
+                .push((at, node, body.chars().take(300).collect()));
+        }
+    }
+
     /// POST ?digest= one blob; its index in `History::blobs` once acked.
     async fn push_blob(
         &mut self,
@@ -255,6 +272,7 @@ impl Worker {
             .send()
             .await;
         let status = r.as_ref().ok().map(reqwest::Response::status);
+        self.note_unavailable(r, node).await;
         let ok = status == Some(StatusCode::CREATED);
         self.record(ReqKind::BlobPush, node, start, status, ok);
         if !ok {
@@ -271,6 +289,7 @@ impl Worker {
     }
 
     async fn push_image(&mut self) -> bool {
+        let push_start = self.clock.now_us();
         let repo = format!("chaos/w{}", self.id);
         let tag = format!("i{}", self.n);
         let seed = (self.id << 40) | self.n;
@@ -328,10 +347,20 @@ impl Worker {
             .send()
             .await;
         let status = r.as_ref().ok().map(reqwest::Response::status);
+        self.note_unavailable(r, mnode).await;
         let ok = status == Some(StatusCode::CREATED);
         self.record(ReqKind::ManifestPush, mnode, start, status, ok);
         if ok {
             let acked_us = self.clock.now_us();
+            let mut nodes = vec![node];
+            if mnode != node {
+                nodes.push(mnode);
+            }
+            self.history.lock().image_pushes.push(ImagePush {
+                start_us: push_start,
+                end_us: acked_us,
+                nodes,
+            });
             self.history.lock().images.push(AckedImage {
                 repo,
                 tag,
@@ -368,6 +397,7 @@ impl Worker {
             .send()
             .await;
         let status = r.as_ref().ok().map(reqwest::Response::status);
+        self.note_unavailable(r, node).await;
         let ok = status == Some(StatusCode::CREATED);
         self.record(ReqKind::TagWrite, node, start, status, ok);
         let end = ok.then(|| self.clock.now_us());
@@ -485,6 +515,7 @@ impl Worker {
             .send()
             .await;
         let status = r.as_ref().ok().map(reqwest::Response::status);
+        self.note_unavailable(r, node).await;
         let ok = status.is_some_and(|s| s.is_success());
         self.record(ReqKind::Delete, node, start, status, ok);
         let mut h = self.history.lock();

@@ -15,6 +15,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use stowage_proto::v1::raft_client::RaftClient;
 use stowage_proto::v1::snapshot_piece::Piece;
 use stowage_proto::v1::{RaftPayload, SnapshotPiece};
 use stowage_storage::types::NodeId;
@@ -106,6 +107,27 @@ impl PeerRaft {
         Ok(resp.into_inner().data)
     }
 
+    /// One unary Raft call: encode `rpc`, send it with `call`, check the
+    /// answer's incarnation and decode it.
+    async fn unary<Q, T, F, Fut>(
+        &self,
+        rpc: &Q,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<T, RPCError<TypeConfig>>
+    where
+        Q: serde::Serialize,
+        T: serde::de::DeserializeOwned,
+        F: FnOnce(RaftClient<tonic::transport::Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let req = self.request(encode(rpc), option);
+        let resp = call(self.client()?, req)
+            .await
+            .map_err(|s| transport_error(self.target, &s))?;
+        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
+    }
+
     /// Decodes a reply that carries `Result<T, remote error>`; a remote
     /// error means the peer could not act, which openraft treats like an
     /// unreachable peer.
@@ -133,13 +155,10 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(encode(&rpc), &option);
-        let resp = self
-            .client()?
-            .append_entries(req)
-            .await
-            .map_err(|s| transport_error(self.target, &s))?;
-        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
+        self.unary(&rpc, &option, |mut c, req| async move {
+            c.append_entries(req).await
+        })
+        .await
     }
 
     async fn vote(
@@ -147,13 +166,8 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(encode(&rpc), &option);
-        let resp = self
-            .client()?
-            .vote(req)
+        self.unary(&rpc, &option, |mut c, req| async move { c.vote(req).await })
             .await
-            .map_err(|s| transport_error(self.target, &s))?;
-        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
     }
 
     async fn pre_vote(
@@ -161,13 +175,12 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(encode(&rpc), &option);
-        let resp = self
-            .client()?
-            .pre_vote(req)
-            .await
-            .map_err(|s| transport_error(self.target, &s))?;
-        self.reply::<_, openraft::errors::RaftError<TypeConfig>>(&self.checked(resp)?)
+        self.unary(
+            &rpc,
+            &option,
+            |mut c, req| async move { c.pre_vote(req).await },
+        )
+        .await
     }
 
     async fn full_snapshot(
