@@ -533,21 +533,22 @@ pub fn zone_loss_figures(
     ZoneLossFigures { report, summary }
 }
 
-/// What each node reports about under-replicated data, if its status has
-/// such a field (today's node does not: `null`).
+/// What each node reports of its copies after the heal (`chunks` in its
+/// status: missing, under-replicated blobs, misplaced, queued), and the
+/// cluster-wide one-line verdict of the first node that answers.
 pub async fn under_replicated(cluster: &NsCluster) -> Value {
     let mut out = serde_json::Map::new();
+    let mut summary = Value::Null;
     for id in cluster.ids() {
-        let v = cluster.status(id).await.and_then(|s| {
-            [
-                "under_replicated",
-                "under_replicated_chunks",
-                "under_replicated_bytes",
-            ]
-            .iter()
-            .find_map(|k| s.get(*k).cloned())
-        });
-        out.insert(id.to_string(), v.unwrap_or(Value::Null));
+        let status = cluster.status(id).await;
+        if summary.is_null() {
+            if let Some(s) = status.as_ref() {
+                summary = s["replication"]["summary"].clone();
+            }
+        }
+        let v = status.map(|s| s["chunks"].clone()).unwrap_or(Value::Null);
+        out.insert(id.to_string(), v);
     }
+    out.insert("summary".into(), summary);
     Value::Object(out)
 }
