@@ -158,6 +158,23 @@ impl Consensus {
             .ok_or(Error::NoLeader)
     }
 
+    /// Returns once another node than `from` is known to lead (or `limit`
+    /// passed; the caller's own call then times out on its own).
+    async fn leader_changed_from(&self, from: NodeId, limit: Duration) {
+        let changed = self
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != from),
+                "another leader is known",
+            )
+            .await;
+        if changed.is_err() {
+            // Timed out: let the forwarded call report its own outcome.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Makes `cmd` durable on a majority, applies it here, and returns what
     /// applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
@@ -203,7 +220,15 @@ impl Consensus {
                 }
             } else {
                 let timeout = self.call_timeout(deadline);
-                match self.forward_write(leader, &cmd, timeout).await {
+                // A leader that vanished is replaced by an election; the
+                // write goes to the new one as soon as it is known rather
+                // than after the old one's call times out (every command is
+                // safe to repeat, should the old one have taken it).
+                let forwarded = tokio::select! {
+                    r = self.forward_write(leader, &cmd, timeout) => r,
+                    () = self.leader_changed_from(leader, timeout) => Err(Forward::NotLeader(None)),
+                };
+                match forwarded {
                     Ok((outcome, index)) => {
                         self.wait_applied(index, deadline).await?;
                         return Ok(outcome);
