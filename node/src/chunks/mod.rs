@@ -230,7 +230,7 @@ impl ChunkIo {
     pub async fn ensure_available(&self, chunks: &[ChunkId]) -> Result<()> {
         let store = self.store.clone();
         let wanted = chunks.to_vec();
-        let mut missing: Vec<ChunkId> = tokio::task::spawn_blocking(move || {
+        let missing: Vec<ChunkId> = tokio::task::spawn_blocking(move || {
             let mut seen = BTreeSet::new();
             wanted
                 .into_iter()
@@ -261,13 +261,13 @@ impl ChunkIo {
                 }
             });
         let answers = futures_util::future::join_all(asks).await;
-        let held_somewhere = |i: usize| answers.iter().any(|a| a.get(i).copied().unwrap_or(false));
-        let mut i = 0;
-        missing.retain(|_| {
-            let keep = !held_somewhere(i);
-            i += 1;
-            keep
-        });
+        let unheld: Vec<ChunkId> = missing
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !answers.iter().any(|a| a.get(*i).copied().unwrap_or(false)))
+            .map(|(_, id)| *id)
+            .collect();
+        let missing = unheld;
         match missing.first() {
             None => Ok(()),
             Some(id) => {
