@@ -11,7 +11,7 @@ pub use crate::process::free_port;
 use crate::process::{stowage_bin, Node};
 
 /// Raft timing for tests: failures are detected in a few hundred ms.
-const FAST_RAFT_TOML: &str = "raft_heartbeat_ms = 50\nraft_election_timeout_ms = 400\n";
+const FAST_RAFT_TOML: &str = "raft_heartbeat_ms = 50\nraft_election_timeout_ms = 600\n";
 
 pub struct Member {
     pub id: u64,

@@ -77,8 +77,8 @@ pub struct Config {
     pub write_quorum: usize,
     /// How often the leader sends heartbeats.
     pub raft_heartbeat_ms: u64,
-    /// A follower that hears nothing for this long (to twice this, at
-    /// random) starts an election.
+    /// A follower that hears nothing from the leader for this long (to
+    /// 4/3 of it, at random) starts an election.
     pub raft_election_timeout_ms: u64,
     /// A snapshot is taken after this many log entries.
     pub snapshot_every_entries: u64,
@@ -89,9 +89,9 @@ pub struct Config {
     /// a commit, a read barrier); past it the client gets a 503 naming why.
     pub request_deadline_secs: u64,
     /// Timeout of each call to the leader (forwarded write, read index).
-    /// Unset: the longest election timeout (twice
-    /// `raft_election_timeout_ms`), after which a new leader is elected
-    /// anyway, so a silent leader costs about one election.
+    /// Unset: twice `raft_election_timeout_ms`, longer than the silence
+    /// before an election, so a silent leader has been replaced by then
+    /// (and a forwarded call follows a new leader as soon as it is known).
     pub cluster_rpc_timeout_ms: Option<u64>,
 }
 
@@ -210,11 +210,11 @@ impl Config {
             return invalid("write_quorum", "must be between 1 and replicas");
         }
         if self.raft_heartbeat_ms == 0
-            || self.raft_election_timeout_ms <= 2 * self.raft_heartbeat_ms
+            || self.raft_election_timeout_ms < 5 * self.raft_heartbeat_ms
         {
             return invalid(
                 "raft_election_timeout_ms",
-                "must be more than twice raft_heartbeat_ms",
+                "must be at least five times raft_heartbeat_ms (followers honour a silent leader for two thirds of it)",
             );
         }
         if self.snapshot_every_entries == 0 {
@@ -294,15 +294,30 @@ impl Config {
         }
     }
 
+    /// openraft's `(election_timeout_min, election_timeout_max)`.
+    ///
+    /// An openraft follower first waits out its leader lease, which is
+    /// `election_timeout_max`, and then a timeout drawn from `[min, max)`:
+    /// the silence before it campaigns is `max + [min, max)`. A third and
+    /// two thirds of the setting make that silence the setting to 4/3 of
+    /// it (with `min` = the setting and `max` twice it, as before, a
+    /// leader's loss cost three to four times the setting).
+    pub fn raft_election_bounds(&self) -> (u64, u64) {
+        let min = (self.raft_election_timeout_ms / 3).max(1);
+        let max = (self.raft_election_timeout_ms * 2 / 3).max(min + 1);
+        (min, max)
+    }
+
     /// Deadlines and timeouts of consensus calls.
     pub fn timing(&self) -> crate::consensus::Timing {
-        let election_max = Duration::from_millis(self.raft_election_timeout_ms * 2);
+        let (_, lease_ms) = self.raft_election_bounds();
         crate::consensus::Timing {
             request_deadline: Duration::from_secs(self.request_deadline_secs),
-            rpc_timeout: self
-                .cluster_rpc_timeout_ms
-                .map_or(election_max, Duration::from_millis),
-            leader_lease: election_max,
+            rpc_timeout: Duration::from_millis(
+                self.cluster_rpc_timeout_ms
+                    .unwrap_or(self.raft_election_timeout_ms * 2),
+            ),
+            leader_lease: Duration::from_millis(lease_ms),
         }
     }
 }
@@ -353,7 +368,11 @@ mod tests {
         let t = c.timing();
         assert_eq!(t.request_deadline, Duration::from_secs(5));
         assert_eq!(t.rpc_timeout, Duration::from_millis(1600));
-        assert_eq!(t.leader_lease, Duration::from_millis(1600));
+        assert_eq!(t.leader_lease, Duration::from_millis(533));
+        // The silence before a campaign is max + [min, max): the setting
+        // to 4/3 of it.
+        let (min, max) = c.raft_election_bounds();
+        assert_eq!((min + max, 2 * max), (799, 1066));
         let c: Config =
             toml::from_str("request_deadline_secs = 2\ncluster_rpc_timeout_ms = 300").unwrap();
         assert_eq!(c.timing().request_deadline, Duration::from_secs(2));

@@ -44,8 +44,8 @@ pub struct Timing {
     /// Each forwarded write or read-index call to the leader.
     pub rpc_timeout: Duration,
     /// A leader whose last quorum acknowledgement is older than this cannot
-    /// reach a quorum (openraft's leader lease: the longest election
-    /// timeout).
+    /// reach a quorum (openraft's leader lease, `election_timeout_max`:
+    /// past it the followers grant a challenger's pre-vote).
     pub leader_lease: Duration,
 }
 

@@ -64,11 +64,12 @@ fn init_logging(level: &str) {
 }
 
 fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
+    let (election_timeout_min, election_timeout_max) = config.raft_election_bounds();
     let c = openraft::Config {
         cluster_name: "stowage".into(),
         heartbeat_interval: config.raft_heartbeat_ms,
-        election_timeout_min: config.raft_election_timeout_ms,
-        election_timeout_max: config.raft_election_timeout_ms * 2,
+        election_timeout_min,
+        election_timeout_max,
         // Snapshots stream over their own RPC with no overall deadline.
         install_snapshot_timeout: 60_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),

@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use stowage_cluster_tests::chaos::nemesis::Fault;
-use stowage_cluster_tests::chaos::{self, Config, RunError};
+use stowage_cluster_tests::chaos::{self, Config, Keep, RunError};
 use stowage_cluster_tests::netns;
 
 const USAGE: &str = "usage: stowage-chaos [--seed N] [--duration SECS] [--faults LIST|all] \
-[--zone-loss-secs SECS] [--workers N] [--request-timeout-secs SECS] [--report PATH] [--no-keep]
+[--zone-loss-secs SECS] [--workers N] [--request-timeout-secs SECS] [--report PATH] [--no-keep|--keep]
 
 faults: kill, leader-kill, pause, partition, leader-partition, asymmetric, loss, delay,
         zone-loss, wipe (comma-separated; default all)
@@ -26,8 +26,8 @@ fn parse_args() -> Result<Config, String> {
         if flag == "--help" || flag == "-h" {
             return Err(USAGE.into());
         }
-        if flag == "--no-keep" {
-            cfg.keep_on_failure = false;
+        if flag == "--no-keep" || flag == "--keep" {
+            cfg.keep = if flag == "--keep" { Keep::Always } else { Keep::Never };
             continue;
         }
         let value = args

@@ -326,6 +326,23 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         .max()
         .unwrap_or(0)
         / 1000;
+    // The slowest few, with enough to find them in the nodes' logs.
+    let mut slowest = during.clone();
+    slowest.sort_unstable_by_key(|r| std::cmp::Reverse(r.end_us - r.start_us));
+    let slowest: Vec<Value> = slowest
+        .iter()
+        .take(5)
+        .map(|r| {
+            json!({
+                "kind": format!("{:?}", r.kind),
+                "node": r.node,
+                "start_after_cut_ms": (r.start_us as i64 - f.cut_us as i64) / 1000,
+                "ms": (r.end_us - r.start_us) / 1000,
+                "ok": r.ok,
+                "status": r.status,
+            })
+        })
+        .collect();
     // Longest time without an acknowledged write anywhere, from the fault's
     // start to its recovery.
     let mut acks: Vec<u64> = h
@@ -348,6 +365,7 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
         "detail": f.detail,
         "affected": f.affected,
         "start_s": f.start_us / 1_000_000,
+        "cut_ms": f.cut_us / 1000,
         "held_ms": (f.healed_us - f.start_us) / 1000,
         "recovered_after_heal_ms": f.recovered_us.map(|t| (t - f.healed_us) / 1000),
         "survivor_requests": during.len(),
@@ -363,6 +381,7 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
             .collect::<serde_json::Map<_, _>>(),
         "longest_write_gap_ms": gap / 1000,
         "longest_survivor_request_ms": longest_request_ms,
+        "slowest_survivor_requests": slowest,
         "error": f.error,
     })
 }

@@ -10,11 +10,19 @@ use super::linearizable::Kind;
 
 /// The run's time origin.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock(Instant);
+pub struct Clock(Instant, std::time::SystemTime);
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock(Instant::now())
+        Clock(Instant::now(), std::time::SystemTime::now())
+    }
+
+    /// The origin in Unix milliseconds, to find a request in the nodes'
+    /// logs (which carry wall-clock times).
+    pub fn origin_unix_ms(&self) -> u128 {
+        self.1
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
     }
 
     pub fn now_us(&self) -> u64 {

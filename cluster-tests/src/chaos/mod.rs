@@ -59,8 +59,16 @@ pub struct Config {
     /// node's own hangs instead of cutting them short).
     pub request_timeout: Duration,
     pub report: Option<PathBuf>,
-    /// Keep the nodes' data and logs when a check fails.
-    pub keep_on_failure: bool,
+    /// When to keep the nodes' data and logs.
+    pub keep: Keep,
+}
+
+/// When a run keeps its nodes' data and logs (else they are removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Never,
+    OnFailure,
+    Always,
 }
 
 impl Default for Config {
@@ -73,7 +81,7 @@ impl Default for Config {
             workers: 9,
             request_timeout: Duration::from_secs(30),
             report: None,
-            keep_on_failure: true,
+            keep: Keep::OnFailure,
         }
     }
 }
@@ -303,6 +311,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         "failed": failed,
         "config": {
             "seed": cfg.seed,
+            "clock_origin_unix_ms": clock.origin_unix_ms(),
             "duration_s": cfg.duration.as_secs(),
             "faults": faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
             "zone_loss_s": cfg.zone_loss.as_secs(),
@@ -344,7 +353,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, RunError> {
         "peak_rss": rss,
         "notes": notes,
     });
-    if failed && cfg.keep_on_failure {
+    if cfg.keep == Keep::Always || (failed && cfg.keep == Keep::OnFailure) {
         if let Ok(dir) = cluster.keep_dir() {
             eprintln!("chaos: kept node data and logs in {}", dir.display());
         }

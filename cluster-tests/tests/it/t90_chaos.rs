@@ -27,7 +27,7 @@ async fn a_short_seeded_chaos_run_loses_nothing_and_stays_linearizable() {
         workers: 8,
         request_timeout: Duration::from_secs(30),
         report: None,
-        keep_on_failure: true,
+        keep: chaos::Keep::OnFailure,
     };
     let hard = cfg.hard_timeout();
     let outcome = match tokio::time::timeout(hard, chaos::run(&cfg)).await {

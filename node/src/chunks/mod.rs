@@ -182,7 +182,9 @@ impl ChunkIo {
     }
 
     /// Fetches a verified copy from another node and keeps it here, trying
-    /// `holders` first, then the placement order over every member.
+    /// `holders` first, then the placement order over every member; peers
+    /// known to be down come last (asking one first would cost the pull its
+    /// idle timeout).
     pub async fn fetch(&self, id: ChunkId, holders: &[NodeId]) -> Result<Bytes, String> {
         let me = self.me();
         let (members, all) = self.members();
@@ -191,6 +193,8 @@ impl ChunkIo {
         }
         let mut order: Vec<NodeId> = holders.to_vec();
         order.extend(placement::place(&id, &all, all.len()));
+        // Stable: the preference order holds within the up and the down.
+        order.sort_by_key(|n| self.peers.is_down(*n));
         let mut seen = BTreeSet::new();
         let mut errors = Vec::new();
         for node in order {
@@ -243,9 +247,12 @@ impl ChunkIo {
         }
         let me = self.me();
         let (members, _) = self.members();
+        // A peer known to be down would only cost the pull the timeout.
         let asks = members
             .iter()
-            .filter(|(id, info)| **id != me && !info.rpc_addr.is_empty())
+            .filter(|(id, info)| {
+                **id != me && !info.rpc_addr.is_empty() && !self.peers.is_down(**id)
+            })
             .map(|(id, info)| {
                 let ids = missing.clone();
                 async move {

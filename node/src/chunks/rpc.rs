@@ -25,6 +25,11 @@ use crate::cluster::peers::{Peers, CHUNK_PIECE_BYTES};
 /// A peer gets this long to store one chunk.
 const PUT_TIMEOUT: Duration = Duration::from_secs(30);
 const GET_TIMEOUT: Duration = Duration::from_secs(30);
+/// A chunk stream that moves no piece for this long was abandoned: its
+/// sender vanished (a lost zone drops packets, so nothing resets the
+/// connection) or stalled. Both ends give up instead of holding a pull, or
+/// an inbound write permit, until HTTP/2 keep-alive notices.
+const PIECE_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Small questions (which chunks, a report) get a short deadline: a peer
 /// that does not answer them quickly is treated as not holding anything
 /// (or, for a report, as not answering).
@@ -92,7 +97,7 @@ pub async fn get_chunk(
         .map_err(|s| s.message().to_owned())?
         .into_inner();
     let mut data = Vec::new();
-    while let Some(piece) = stream.message().await.map_err(|s| s.to_string())? {
+    while let Some(piece) = next_piece(&mut stream).await.map_err(|s| s.message().to_owned())? {
         data.extend_from_slice(&piece.data);
     }
     if ChunkId::of(&data) != id {
@@ -178,6 +183,14 @@ impl From<NodeHealth> for ChunkReport {
     }
 }
 
+/// The next piece of a chunk stream, or an error once it has been idle for
+/// `PIECE_IDLE_TIMEOUT`.
+async fn next_piece(stream: &mut Streaming<ChunkPiece>) -> Result<Option<ChunkPiece>, Status> {
+    tokio::time::timeout(PIECE_IDLE_TIMEOUT, stream.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("the chunk stream stalled"))?
+}
+
 // ---- server side ----
 
 pub struct ChunksService {
@@ -207,8 +220,7 @@ impl Chunks for ChunksService {
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
         let mut stream = req.into_inner();
-        let first = stream
-            .message()
+        let first = next_piece(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty chunk stream"))?;
         let id = chunk_id_of(&first.chunk_id)?;
@@ -216,7 +228,7 @@ impl Chunks for ChunksService {
         // with O_DIRECT without another copy.
         let mut data = aligned_buffer(self.chunk_size_bytes);
         data.extend_from_slice(&first.data);
-        while let Some(piece) = stream.message().await? {
+        while let Some(piece) = next_piece(&mut stream).await? {
             if data.len() + piece.data.len() > MAX_CHUNK_BYTES {
                 return Err(Status::invalid_argument("chunk too large"));
             }

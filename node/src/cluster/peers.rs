@@ -50,12 +50,18 @@ pub struct Peers {
     state: Mutex<HashMap<NodeId, PeerState>>,
 }
 
+/// HTTP/2 pings on every cluster connection, both ends: a peer whose zone
+/// vanished sends no reset, so only a ping that goes unanswered ends the
+/// calls waiting on it (within interval + timeout).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .connect_lazy())
 }
 

@@ -414,6 +414,8 @@ pub fn router(
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(crate::cluster::peers::KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::cluster::peers::KEEP_ALIVE_TIMEOUT))
         // h2's default (20) drops the whole connection once that many
         // streams were reset before being accepted, which happens in bursts
         // when a peer's requests time out after a partition heals.

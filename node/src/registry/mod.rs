@@ -288,8 +288,9 @@ impl Registry {
             Outcome::Rejected(Rejection::ManifestBlobUnknown(d) | Rejection::BlobUnknown(d)) => {
                 Err(Error::ManifestBlobUnknown(d))
             }
-            Outcome::Rejected(Rejection::ManifestUnknown) => Err(Error::ManifestUnknown),
-            Outcome::Rejected(Rejection::ChunksCollected(_)) => Err(Error::ManifestUnknown),
+            // A chunk collected meanwhile, or a rejection only access
+            // commands give: the manifest's content is not all there.
+            Outcome::Rejected(_) => Err(Error::ManifestUnknown),
         }
     }
 
