@@ -549,11 +549,18 @@ pub struct NsCluster {
     dir: Option<tempfile::TempDir>,
 }
 
-/// The TOML of one node (keys as in `cluster.rs`).
+/// The TOML of one node (keys as in `cluster.rs`). Nodes listen on their
+/// namespace's address, so they run open on purpose unless the test sets
+/// up access control itself.
 fn node_config(n: &NsNode, peers: &str, extra_toml: &str) -> String {
+    let open = if extra_toml.contains("allow_anonymous") || extra_toml.contains("admin_password_file") {
+        ""
+    } else {
+        "allow_anonymous = true\n"
+    };
     format!(
         "node_id = {}\nzone = \"{}\"\nlisten = \"{}:{HTTP_PORT}\"\ncluster_listen = \"{}\"\n\
-         peers = [{peers}]\ndata_dir = \"{}\"\n{extra_toml}\n",
+         peers = [{peers}]\ndata_dir = \"{}\"\n{open}{extra_toml}\n",
         n.id,
         n.zone,
         n.addr,

@@ -44,6 +44,107 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-hashing of the chunks a node holds: start a pass, or see the last.
     Scrub(ScrubArgs),
+    /// Users: people who log in with a password (through any node).
+    User(UserArgs),
+    /// Robot accounts: long random tokens for CI, shown once.
+    Robot(RobotArgs),
+    /// Access rules: who may pull, push, delete or administer which
+    /// repositories.
+    Access(AccessArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub action: UserAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user; the first user of a cluster administers it. The password
+    /// comes from --new-password-file, $STOWAGE_NEW_PASSWORD or a prompt.
+    Add {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+        /// The account stops working after this many days.
+        #[arg(long, value_name = "DAYS")]
+        expires_days: Option<u64>,
+    },
+    /// Remove a user and the rules that name it.
+    Remove { name: String },
+    /// List users.
+    List,
+    /// Change a user's password (tokens issued before stop working).
+    Passwd {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RobotArgs {
+    #[command(subcommand)]
+    pub action: RobotAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RobotAction {
+    /// Create a robot account and print its token (only this once).
+    Create {
+        name: String,
+        #[arg(long, value_name = "DAYS")]
+        expires_days: Option<u64>,
+    },
+    /// Revoke a robot account: its token and the tokens issued to it stop
+    /// working on every node as soon as the change commits.
+    Revoke { name: String },
+    /// List robot accounts.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    #[command(subcommand)]
+    pub action: AccessAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessAction {
+    /// Grant ACTIONS (pull,push,delete,admin) on repositories matching
+    /// PATTERN (`*` within a path component, `**` across) to SUBJECT (an
+    /// account, `authenticated` or `anonymous`).
+    Grant {
+        pattern: String,
+        subject: String,
+        actions: String,
+    },
+    /// Take ACTIONS on PATTERN away from SUBJECT.
+    Revoke {
+        pattern: String,
+        subject: String,
+        actions: String,
+    },
+    /// List the rules.
+    List,
+    /// Make the rules in a TOML file the cluster's rules; the difference is
+    /// shown first.
+    Apply {
+        file: PathBuf,
+        /// Only show the difference.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Start signing tokens with a new key; the old one keeps verifying
+    /// until the tokens it signed expire.
+    RotateKey,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +199,59 @@ pub struct NodeArg {
     /// Print the raw JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The account to act as (an administrator for changes).
+    #[arg(long, global = true, env = "STOWAGE_USER")]
+    pub user: Option<String>,
+    /// A file holding its password (else $STOWAGE_PASSWORD, else a prompt).
+    #[arg(long, global = true, value_name = "FILE", env = "STOWAGE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl NodeArg {
+    /// `Authorization: Basic ...` for `--user`, if given.
+    fn authorization(&self) -> anyhow::Result<Option<String>> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        let password = secret(
+            self.password_file.as_deref(),
+            "STOWAGE_PASSWORD",
+            &format!("password for {user}: "),
+            false,
+        )?;
+        use base64::Engine as _;
+        let raw = format!("{user}:{password}");
+        Ok(Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )))
+    }
+}
+
+/// A secret from a file (its first line), an environment variable, or a
+/// prompt that does not echo (twice when `confirm`).
+fn secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> anyhow::Result<String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(text.lines().next().unwrap_or("").to_owned());
+    }
+    if let Ok(v) = std::env::var(env) {
+        return Ok(v);
+    }
+    let first = rpassword::prompt_password(prompt).context("reading the password")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ").context("reading the password")?;
+        if again != first {
+            bail!("the passwords differ");
+        }
+    }
+    Ok(first)
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +318,14 @@ pub struct ServeArgs {
     /// Largest chunk blobs are split into, in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub chunk_size_bytes: Option<usize>,
+    /// Serve a non-loopback address with no accounts: everyone may do
+    /// everything (`allow_anonymous`).
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// A file with the password of user `admin`, created on first start if
+    /// the cluster has no account (`admin_password_file`).
+    #[arg(long, value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -197,6 +359,12 @@ impl ServeArgs {
         if let Some(v) = self.chunk_size_bytes {
             c.chunk_size_bytes = v;
         }
+        if self.allow_anonymous {
+            c.allow_anonymous = true;
+        }
+        if let Some(v) = &self.admin_password_file {
+            c.admin_password_file = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -210,6 +378,9 @@ pub fn main() -> ExitCode {
         Command::Members(args) => admin_command(members(args)),
         Command::Gc(args) => admin_command(gc(args)),
         Command::Scrub(args) => admin_command(scrub(args)),
+        Command::User(args) => admin_command(user(args)),
+        Command::Robot(args) => admin_command(robot(args)),
+        Command::Access(args) => admin_command(access(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,17 +402,21 @@ fn admin_command(f: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 /// One admin API call: JSON in (for POST), JSON out, OCI-style errors
 /// turned into a readable message.
 async fn call(
-    node: &str,
+    node: &NodeArg,
     method: http::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<serde_json::Value> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
-    let url = format!("{}{path}", node.trim_end_matches('/'));
-    let req = http::Request::builder()
+    let url = format!("{}{path}", node.node.trim_end_matches('/'));
+    let mut req = http::Request::builder()
         .method(method)
         .uri(&url)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(a) = node.authorization()? {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let req = req
         .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
         .with_context(|| format!("bad node URL {url}"))?;
     let resp = client
@@ -261,13 +436,13 @@ async fn call(
     Ok(value)
 }
 
-async fn fetch_status(node: &str) -> anyhow::Result<Status> {
+async fn fetch_status(node: &NodeArg) -> anyhow::Result<Status> {
     let v = call(node, http::Method::GET, "/_stowage/status", None).await?;
     Ok(serde_json::from_value(v)?)
 }
 
 async fn status(node: NodeArg) -> anyhow::Result<()> {
-    let s = fetch_status(&node.node).await?;
+    let s = fetch_status(&node).await?;
     if node.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -277,7 +452,7 @@ async fn status(node: NodeArg) -> anyhow::Result<()> {
 }
 
 async fn members(args: MembersArgs) -> anyhow::Result<()> {
-    let node = &args.node.node;
+    let node = &args.node;
     let req = match args.action {
         None => {
             let s = fetch_status(node).await?;
@@ -306,7 +481,7 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 async fn gc(args: GcArgs) -> anyhow::Result<()> {
-    let node = &args.node.node;
+    let node = &args.node;
     let v = match args.action {
         GcAction::Status => call(node, http::Method::GET, "/_stowage/gc", None).await?,
         GcAction::Run { dry_run } => {
@@ -322,10 +497,208 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
 }
 
 async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
-    let node = &args.node.node;
+    let node = &args.node;
     let v = match args.action {
         ScrubAction::Run => call(node, http::Method::POST, "/_stowage/scrub", None).await?,
         ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
     };
     print_json(&v)
+}
+
+fn expiry(days: Option<u64>) -> Option<u64> {
+    days.map(|d| crate::registry::now_ms() + d * 86_400_000)
+}
+
+fn new_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    secret(file, "STOWAGE_NEW_PASSWORD", "new password: ", true)
+}
+
+/// Prints accounts one per line, or the JSON.
+fn print_accounts(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    for a in v["accounts"].as_array().into_iter().flatten() {
+        let expires = a["expires_ms"].as_u64().map_or("never".to_owned(), |ms| format!("{ms} (unix ms)"));
+        println!("{}\texpires {expires}", a["name"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+async fn user(args: UserArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    match args.action {
+        UserAction::Add {
+            name,
+            new_password_file,
+            expires_days,
+        } => {
+            let password = new_password(new_password_file.as_deref())?;
+            let body = serde_json::json!({ "name": name, "password": password, "expires_ms": expiry(expires_days) });
+            call(node, http::Method::POST, "/_stowage/users", Some(serde_json::to_vec(&body)?)).await?;
+            println!("added user {name}");
+        }
+        UserAction::Remove { name } => {
+            call(node, http::Method::DELETE, &format!("/_stowage/users/{name}"), None).await?;
+            println!("removed user {name}");
+        }
+        UserAction::List => {
+            let v = call(node, http::Method::GET, "/_stowage/users", None).await?;
+            print_accounts(&v, node.json)?;
+        }
+        UserAction::Passwd {
+            name,
+            new_password_file,
+        } => {
+            let password = new_password(new_password_file.as_deref())?;
+            let body = serde_json::json!({ "password": password });
+            call(node, http::Method::PUT, &format!("/_stowage/users/{name}"), Some(serde_json::to_vec(&body)?)).await?;
+            println!("changed the password of {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn robot(args: RobotArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    match args.action {
+        RobotAction::Create { name, expires_days } => {
+            let body = serde_json::json!({ "name": name, "expires_ms": expiry(expires_days) });
+            let v = call(node, http::Method::POST, "/_stowage/robots", Some(serde_json::to_vec(&body)?)).await?;
+            if node.json {
+                return print_json(&v);
+            }
+            eprintln!("robot {name} created; its token (shown only now):");
+            println!("{}", v["token"].as_str().unwrap_or(""));
+        }
+        RobotAction::Revoke { name } => {
+            call(node, http::Method::DELETE, &format!("/_stowage/robots/{name}"), None).await?;
+            println!("revoked robot {name}");
+        }
+        RobotAction::List => {
+            let v = call(node, http::Method::GET, "/_stowage/robots", None).await?;
+            print_accounts(&v, node.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// A rules file: `[[rule]]` tables of pattern, subject and actions.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    pattern: String,
+    subject: String,
+    actions: Actions,
+}
+
+/// `actions = "pull,push"` or `actions = ["pull", "push"]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Actions {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Actions {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Actions::One(s) => s.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
+            Actions::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Rules as (pattern, subject, action) triples, so two sets diff per right.
+fn triples(rules: &serde_json::Value) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for r in rules["rules"].as_array().into_iter().flatten() {
+        for a in r["actions"].as_array().into_iter().flatten() {
+            out.insert((
+                r["pattern"].as_str().unwrap_or("").to_owned(),
+                r["subject"].as_str().unwrap_or("").to_owned(),
+                a.as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+async fn access(args: AccessArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let change = |op: &str, pattern: String, subject: String, actions: String| {
+        serde_json::json!({ "op": op, "pattern": pattern, "subject": subject, "actions": actions })
+    };
+    let v = match args.action {
+        AccessAction::Grant { pattern, subject, actions } => {
+            let body = change("grant", pattern, subject, actions);
+            call(node, http::Method::POST, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?
+        }
+        AccessAction::Revoke { pattern, subject, actions } => {
+            let body = change("revoke", pattern, subject, actions);
+            call(node, http::Method::POST, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?
+        }
+        AccessAction::List => call(node, http::Method::GET, "/_stowage/access", None).await?,
+        AccessAction::RotateKey => {
+            let v = call(node, http::Method::POST, "/_stowage/keys", None).await?;
+            println!("tokens are now signed with key {}", v["kid"].as_str().unwrap_or("?"));
+            return Ok(());
+        }
+        AccessAction::Apply { file, dry_run } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed: RulesFile = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            let wanted: Vec<serde_json::Value> = parsed
+                .rule
+                .iter()
+                .map(|r| serde_json::json!({ "pattern": r.pattern, "subject": r.subject, "actions": r.actions.words().join(",") }))
+                .collect();
+            let want_triples = triples(&serde_json::json!({
+                "rules": parsed.rule.iter().map(|r| serde_json::json!({
+                    "pattern": r.pattern, "subject": r.subject, "actions": r.actions.words()
+                })).collect::<Vec<_>>()
+            }));
+            let current = call(node, http::Method::GET, "/_stowage/access", None).await?;
+            let have = triples(&current);
+            let mut changes = 0;
+            for (p, s, a) in have.difference(&want_triples) {
+                println!("- {a} on {p} for {s}");
+                changes += 1;
+            }
+            for (p, s, a) in want_triples.difference(&have) {
+                println!("+ {a} on {p} for {s}");
+                changes += 1;
+            }
+            if changes == 0 {
+                println!("the cluster's rules already match {}", file.display());
+                return Ok(());
+            }
+            if dry_run {
+                return Ok(());
+            }
+            let body = serde_json::json!({ "rules": wanted });
+            call(node, http::Method::PUT, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?;
+            println!("applied {changes} change(s)");
+            return Ok(());
+        }
+    };
+    if node.json {
+        return print_json(&v);
+    }
+    for r in v["rules"].as_array().into_iter().flatten() {
+        let actions: Vec<&str> = r["actions"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+        println!(
+            "{}\t{}\t{}",
+            r["pattern"].as_str().unwrap_or(""),
+            r["subject"].as_str().unwrap_or(""),
+            actions.join(",")
+        );
+    }
+    Ok(())
 }

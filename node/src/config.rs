@@ -93,6 +93,24 @@ pub struct Config {
     /// before an election, so a silent leader has been replaced by then
     /// (and a forwarded call follows a new leader as soon as it is known).
     pub cluster_rpc_timeout_ms: Option<u64>,
+    /// A file holding the password of user `admin`, created on first start
+    /// if the cluster has no account; access control is on from the start.
+    pub admin_password_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no accounts (everyone may do
+    /// everything); without it such a node refuses to start.
+    pub allow_anonymous: bool,
+    /// Lifetime of the registry tokens the token endpoint issues.
+    pub token_ttl_secs: u64,
+    /// Lifetime of refresh tokens (`docker login`'s identity token); signing
+    /// keys are kept this long after they are rotated out.
+    pub refresh_token_ttl_secs: u64,
+    /// The `service` of challenges and tokens' audience.
+    pub token_service: String,
+    /// The token endpoint URL clients are sent to; unset: `http://<Host>/token`.
+    pub token_realm: Option<String>,
+    /// Failed logins one client address may make per minute before it gets
+    /// 429s for the rest of that minute.
+    pub max_failed_logins_per_minute: u32,
 }
 
 impl Default for Config {
@@ -129,6 +147,13 @@ impl Default for Config {
             snapshot_logs_to_keep: 1_000,
             request_deadline_secs: 5,
             cluster_rpc_timeout_ms: None,
+            admin_password_file: None,
+            allow_anonymous: false,
+            token_ttl_secs: 300,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            token_service: "stowage".into(),
+            token_realm: None,
+            max_failed_logins_per_minute: 10,
         }
     }
 }
@@ -215,6 +240,12 @@ impl Config {
             return invalid(
                 "raft_election_timeout_ms",
                 "must be at least five times raft_heartbeat_ms (followers honour a silent leader for two thirds of it)",
+            );
+        }
+        if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs < self.token_ttl_secs {
+            return invalid(
+                "refresh_token_ttl_secs",
+                "token_ttl_secs must be positive and refresh_token_ttl_secs at least as long",
             );
         }
         if self.snapshot_every_entries == 0 {
@@ -306,6 +337,17 @@ impl Config {
         let min = (self.raft_election_timeout_ms / 3).max(1);
         let max = (self.raft_election_timeout_ms * 2 / 3).max(min + 1);
         (min, max)
+    }
+
+    pub fn auth(&self) -> crate::auth::AuthSettings {
+        crate::auth::AuthSettings {
+            service: self.token_service.clone(),
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
+            enforce_from_start: self.admin_password_file.is_some(),
+            realm: self.token_realm.clone(),
+        }
     }
 
     /// Deadlines and timeouts of consensus calls.

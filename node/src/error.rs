@@ -9,6 +9,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No valid credential; `challenge` is the `WWW-Authenticate` value.
+    #[error("authentication required: {reason}")]
+    Unauthorized { reason: String, challenge: String },
+
+    #[error("requested access to the resource is denied: {0}")]
+    Denied(String),
+
+    #[error("too many failed logins from this address; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+
+    /// An account or rule change the state machine refused.
+    #[error("{0}")]
+    AccessChange(String),
+
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(Digest),
 

@@ -13,6 +13,7 @@
 //! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`.
 
 pub mod admin;
+pub mod auth;
 pub mod chunks;
 pub mod cli;
 pub mod cluster;

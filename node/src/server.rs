@@ -15,6 +15,7 @@ use stowage_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::auth::Auth;
 use crate::chunks::repair::HealthBoard;
 use crate::chunks::{ChunkIo, Lifecycle};
 use crate::cluster::bootstrap::{self, Plan};
@@ -61,6 +62,39 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A node reachable beyond this machine with no accounts would let anyone
+/// push, delete and change the membership: refuse unless asked for.
+fn refuse_open_exposure(config: &Config, store: &Store) -> anyhow::Result<()> {
+    if config.listen.ip().is_loopback()
+        || config.allow_anonymous
+        || config.admin_password_file.is_some()
+        || store.meta.has_accounts()?
+    {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve {} with no accounts: anyone who can reach it could push, delete and \
+         change the cluster. Either set admin_password_file (user admin is created from it on \
+         first start), or create the first user on a loopback node (`stowage user add admin`), \
+         or pass --allow-anonymous (allow_anonymous = true) to run it open on purpose.",
+        config.listen
+    )
+}
+
+/// The first line of a password file, without its line ending.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading admin_password_file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or("").to_owned();
+    if password.len() < 8 {
+        anyhow::bail!(
+            "admin_password_file {}: the password needs at least 8 characters",
+            path.display()
+        );
+    }
+    Ok(password)
 }
 
 fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
@@ -147,6 +181,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let health = Arc::new(HealthBoard::new(store.clone()));
 
+    refuse_open_exposure(&config, &store)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -228,6 +263,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         workers.clone(),
         config.lifecycle(),
     );
+    let auth = Auth::new(store.clone(), consensus.clone(), config.auth());
+    if let Some(path) = &config.admin_password_file {
+        let password = read_password_file(path)?;
+        tokio::spawn(auth.clone().bootstrap_admin(password));
+    }
     let registry = Registry::new(
         settings,
         store.clone(),
@@ -254,7 +294,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     crate::http::serve(
         listener,
-        registry,
+        Arc::new(crate::http::Api {
+            reg: registry,
+            auth,
+        }),
         stop,
         Duration::from_secs(config.shutdown_grace_secs),
     )

@@ -31,6 +31,12 @@ pub enum Error {
     #[error("invalid zone {input:?}: 1-63 characters of [A-Za-z0-9._-]")]
     InvalidZone { input: String },
 
+    #[error("invalid account name {input:?}: {reason}")]
+    InvalidAccount { input: String, reason: &'static str },
+
+    #[error("invalid access rule: {0}")]
+    InvalidRule(String),
+
     #[error("chunk {0} failed verification: its content does not hash to its name")]
     ChunkCorrupt(ChunkId),
 

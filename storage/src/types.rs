@@ -574,8 +574,90 @@ impl From<Zone> for String {
     }
 }
 
+/// A user or robot account name: 1-64 of `[a-z0-9._-]`, starting with a
+/// letter or digit. `anonymous` and `authenticated` are taken: they name
+/// the groups access rules grant to.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountName(String);
+
+/// Names access rules use for every caller and for every signed-in one.
+pub const RESERVED_ACCOUNT_NAMES: [&str; 2] = ["anonymous", "authenticated"];
+
+impl AccountName {
+    pub fn parse(input: &str) -> Result<Self> {
+        let bad = |reason| Error::InvalidAccount {
+            input: input.chars().take(100).collect(),
+            reason,
+        };
+        let b = input.as_bytes();
+        if b.is_empty() || b.len() > 64 {
+            return Err(bad("must be 1-64 characters"));
+        }
+        if !b[0].is_ascii_lowercase() && !b[0].is_ascii_digit() {
+            return Err(bad("must start with a lowercase letter or a digit"));
+        }
+        if !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return Err(bad("may hold only a-z, 0-9, '.', '_' and '-'"));
+        }
+        if RESERVED_ACCOUNT_NAMES.contains(&input) {
+            return Err(bad("is reserved for access rules"));
+        }
+        Ok(AccountName(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl TryFrom<String> for AccountName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        AccountName::parse(&s)
+    }
+}
+
+impl From<AccountName> for String {
+    fn from(n: AccountName) -> String {
+        n.0
+    }
+}
+
+impl FromStr for AccountName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        AccountName::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn account_names_validate() {
+        for ok in ["admin", "ci-bot", "a.b_c", "0day"] {
+            assert!(super::AccountName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Admin", "-x", "a b", "anonymous", "authenticated", &"a".repeat(65)] {
+            assert!(super::AccountName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -40,6 +40,10 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+        AccessChange(_) => (StatusCode::CONFLICT, "ACCESS_CHANGE_REFUSED"),
     }
 }
 
@@ -78,6 +82,12 @@ pub fn response(e: &Error, head_only: bool) -> http::Response<Body> {
         }
         Error::UploadOutOfOrder { offset, .. } => {
             builder = builder.header(header::RANGE, format!("0-{}", offset.saturating_sub(1)));
+        }
+        Error::Unauthorized { challenge, .. } if !challenge.is_empty() => {
+            builder = builder.header(header::WWW_AUTHENTICATE, challenge.as_str());
+        }
+        Error::TooManyRequests { retry_after_secs } => {
+            builder = builder.header(header::RETRY_AFTER, retry_after_secs.to_string());
         }
         _ => {}
     }
@@ -125,6 +135,22 @@ mod tests {
                 "BLOB_UPLOAD_INVALID",
             ),
             (Error::Unsupported("x"), 400, "UNSUPPORTED"),
+            (
+                Error::Unauthorized {
+                    reason: "x".into(),
+                    challenge: "Bearer realm=\"r\"".into(),
+                },
+                401,
+                "UNAUTHORIZED",
+            ),
+            (Error::Denied("x".into()), 403, "DENIED"),
+            (
+                Error::TooManyRequests {
+                    retry_after_secs: 3,
+                },
+                429,
+                "TOOMANYREQUESTS",
+            ),
             (Error::NoLeader, 503, "UNAVAILABLE"),
             (Error::NoQuorum, 503, "UNAVAILABLE"),
             (

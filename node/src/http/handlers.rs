@@ -58,6 +58,7 @@ fn json_response(
 
 pub async fn dispatch(
     reg: &Arc<Registry>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
     method: &Method,
     endpoint: Endpoint,
     query: &Query,
@@ -101,7 +102,7 @@ pub async fn dispatch(
         Endpoint::Scrub if method == Method::POST => {
             admin_json(&reg.lifecycle().scrub_run(), false)
         }
-        Endpoint::Catalog if read => catalog(reg, query, head).await,
+        Endpoint::Catalog if read => catalog(reg, visible, query, head).await,
         Endpoint::Blob { repo, digest } if read => {
             get_blob(reg, &repo, &digest, headers, head).await
         }
@@ -163,7 +164,7 @@ pub async fn dispatch(
 }
 
 /// An admin answer: a serde value as JSON with `200`.
-fn admin_json(value: &impl serde::Serialize, head: bool) -> Result<Response<Body>> {
+pub(super) fn admin_json(value: &impl serde::Serialize, head: bool) -> Result<Response<Body>> {
     let value = serde_json::to_value(value).map_err(|e| Error::AdminRequest(e.to_string()))?;
     json_response(
         builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
@@ -429,7 +430,7 @@ async fn put_manifest(
 const DRAIN_LIMIT_BYTES: u64 = 16 << 20;
 
 /// Reads a body of at most `limit` bytes (manifests, admin requests).
-async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes> {
+pub(super) async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes> {
     let mut buf = bytes::BytesMut::new();
     let mut drained = 0u64;
     while let Some(frame) = body.frame().await {
@@ -490,14 +491,33 @@ async fn tags(
     json_response(b, &json!({ "name": repo.as_str(), "tags": names }), head)
 }
 
-async fn catalog(reg: &Registry, query: &Query, head: bool) -> Result<Response<Body>> {
+/// The catalog as the caller may see it: only repositories `visible`
+/// (pullable) count towards the page, and the next page starts after the
+/// last name looked at.
+async fn catalog(
+    reg: &Registry,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+    query: &Query,
+    head: bool,
+) -> Result<Response<Body>> {
     let (n, last) = page_params(query)?;
-    let (repos, more) = reg.catalog(last, n).await?;
-    let mut b = builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
-    if let (true, Some(r)) = (more, repos.last()) {
-        b = b.header(header::LINK, next_link("/v2/_catalog", n, r.as_str()));
+    let mut shown: Vec<RepoName> = Vec::new();
+    let mut cursor = last.map(str::to_owned);
+    let mut more = false;
+    while shown.len() < n {
+        let (repos, page_more) = reg.catalog(cursor.as_deref(), n - shown.len()).await?;
+        more = page_more;
+        cursor = repos.last().map(|r| r.as_str().to_owned()).or(cursor);
+        shown.extend(repos.into_iter().filter(|r| visible(r.as_str())));
+        if !page_more {
+            break;
+        }
     }
-    let names: Vec<&str> = repos.iter().map(|r| r.as_str()).collect();
+    let mut b = builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
+    if let (true, Some(r)) = (more, cursor.as_deref()) {
+        b = b.header(header::LINK, next_link("/v2/_catalog", n, r));
+    }
+    let names: Vec<&str> = shown.iter().map(|r| r.as_str()).collect();
     json_response(b, &json!({ "repositories": names }), head)
 }
 

@@ -3,9 +3,12 @@
 //! OCI error JSON in one place. Shuts down gracefully: stop accepting,
 //! finish requests in flight, then return.
 //!
-//! Layout: `router.rs` (path → `Endpoint`), `handlers.rs` (one function per
-//! endpoint), `error.rs` (error → status, code, JSON), `body.rs`.
+//! Layout: `router.rs` (path → `Endpoint`), `access.rs` (what each
+//! endpoint needs of the caller, the token endpoint, the accounts and rules
+//! API), `handlers.rs` (one function per endpoint), `error.rs` (error →
+//! status, code, JSON), `body.rs`.
 
+mod access;
 pub mod body;
 pub mod error;
 mod handlers;
@@ -14,6 +17,7 @@ pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,26 +31,26 @@ use tokio::net::TcpListener;
 
 use self::body::Body;
 use self::router::{Endpoint, Query};
+use crate::auth::Auth;
+use crate::error::Result;
 use crate::registry::Registry;
+
+/// What the edge serves with: the registry, and who may use it.
+pub struct Api {
+    pub reg: Arc<Registry>,
+    pub auth: Arc<Auth>,
+}
 
 /// A client gets this long to send its request headers, so idle or
 /// malicious connections cannot pin resources.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn handle(reg: Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
     let result = match router::route(&method, &path) {
-        // An upload session lives on the node that opened it.
-        Ok(Endpoint::Upload { id, .. }) if id.owner() != reg.settings.node_id => {
-            proxy::forward(&reg, id.owner(), req).await
-        }
-        Ok(endpoint) => {
-            let (parts, body) = req.into_parts();
-            let query = Query::parse(parts.uri.query());
-            handlers::dispatch(&reg, &parts.method, endpoint, &query, &parts.headers, body).await
-        }
+        Ok(endpoint) => checked(&api, endpoint, req, peer).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
@@ -61,11 +65,56 @@ pub async fn handle(reg: Arc<Registry>, req: Request<Incoming>) -> Response<Body
     resp
 }
 
+/// Authenticates and authorizes once, then runs the endpoint.
+async fn checked(
+    api: &Api,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    peer: Option<IpAddr>,
+) -> Result<Response<Body>> {
+    let reg = &api.reg;
+    let auth = &api.auth;
+    let challenge = auth.challenge(req.headers(), req.uri().authority().map(|a| a.as_str()));
+    if endpoint == Endpoint::Token {
+        let (parts, body) = req.into_parts();
+        let query = Query::parse(parts.uri.query());
+        return access::token(auth, &parts.method, &query, &parts.headers, body, peer, &challenge)
+            .await;
+    }
+    let query = Query::parse(req.uri().query());
+    let caller = auth.authenticate(req.headers(), peer, &challenge).await?;
+    for need in access::needs(&endpoint, req.method(), &query) {
+        auth.authorize(&caller, &need, &challenge)?;
+    }
+    match endpoint {
+        // An upload session lives on the node that opened it (which checks
+        // the same credentials again).
+        Endpoint::Upload { ref id, .. } if id.owner() != reg.settings.node_id => {
+            proxy::forward(reg, id.owner(), req).await
+        }
+        Endpoint::Accounts { kind, ref name } => {
+            let (parts, body) = req.into_parts();
+            access::accounts(auth, &endpoint, kind, name.as_ref(), &parts.method, body).await
+        }
+        Endpoint::Access => {
+            let (parts, body) = req.into_parts();
+            access::rules(auth, &parts.method, body).await
+        }
+        Endpoint::Keys => access::keys(auth, req.method()).await,
+        endpoint => {
+            let (parts, body) = req.into_parts();
+            let visible = |repo: &str| auth.may_pull(&caller, repo).unwrap_or(false);
+            handlers::dispatch(reg, &visible, &parts.method, endpoint, &query, &parts.headers, body)
+                .await
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then waits up to
 /// `drain` for requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    reg: Arc<Registry>,
+    api: Arc<Api>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -79,7 +128,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: back off
@@ -90,10 +139,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let reg = reg.clone();
+                let api = api.clone();
+                let peer = Some(peer.ip());
                 let svc = service_fn(move |req| {
-                    let reg = reg.clone();
-                    async move { Ok::<_, Infallible>(handle(reg, req).await) }
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

@@ -5,7 +5,8 @@
 
 use http::Method;
 use percent_encoding::percent_decode_str;
-use stowage_storage::types::{Digest, Reference, RepoName, UploadId};
+use stowage_storage::meta::access::AccountKind;
+use stowage_storage::types::{AccountName, Digest, Reference, RepoName, UploadId};
 
 use crate::error::{Error, Result};
 
@@ -42,6 +43,17 @@ pub enum Endpoint {
     Gc,
     /// `/_stowage/scrub`: scrub status (GET) and passes (POST).
     Scrub,
+    /// `/token`: the registry token endpoint (Docker/OCI token flow).
+    Token,
+    /// `/_stowage/users[/<name>]`, `/_stowage/robots[/<name>]`: accounts.
+    Accounts {
+        kind: AccountKind,
+        name: Option<AccountName>,
+    },
+    /// `/_stowage/access`: the access rules.
+    Access,
+    /// `/_stowage/keys`: token signing key rotation.
+    Keys,
 }
 
 impl Endpoint {
@@ -55,7 +67,11 @@ impl Endpoint {
             | Endpoint::Health
             | Endpoint::Ready
             | Endpoint::Status => "GET, HEAD",
-            Endpoint::Members => "POST",
+            Endpoint::Members | Endpoint::Keys => "POST",
+            Endpoint::Token => "GET, POST",
+            Endpoint::Accounts { name: None, .. } => "GET, HEAD, POST",
+            Endpoint::Accounts { name: Some(_), .. } => "PUT, DELETE",
+            Endpoint::Access => "GET, HEAD, POST, PUT",
             Endpoint::Gc | Endpoint::Scrub => "GET, HEAD, POST",
             Endpoint::Blob { .. } => "GET, HEAD, DELETE",
             Endpoint::StartUpload { .. } => "POST",
@@ -73,9 +89,25 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
         "/_stowage/members" => return Ok(Endpoint::Members),
         "/_stowage/gc" => return Ok(Endpoint::Gc),
         "/_stowage/scrub" => return Ok(Endpoint::Scrub),
+        "/token" => return Ok(Endpoint::Token),
+        "/_stowage/access" => return Ok(Endpoint::Access),
+        "/_stowage/keys" => return Ok(Endpoint::Keys),
         "/v2" | "/v2/" => return Ok(Endpoint::ApiVersion),
         "/v2/_catalog" => return Ok(Endpoint::Catalog),
         _ => {}
+    }
+    for (prefix, kind) in [
+        ("/_stowage/users", AccountKind::User),
+        ("/_stowage/robots", AccountKind::Robot),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let name = match rest.strip_prefix('/') {
+                None if rest.is_empty() => None,
+                None => continue,
+                Some(n) => Some(AccountName::parse(&decode(n)?).map_err(|e| Error::AdminRequest(e.to_string()))?),
+            };
+            return Ok(Endpoint::Accounts { kind, name });
+        }
     }
     let rest = path.strip_prefix("/v2/").ok_or(Error::NotFound)?;
     let segs: Vec<&str> = rest.split('/').collect();
@@ -188,6 +220,23 @@ mod tests {
             ("/_stowage/members".into(), Endpoint::Members),
             ("/_stowage/gc".into(), Endpoint::Gc),
             ("/_stowage/scrub".into(), Endpoint::Scrub),
+            ("/token".into(), Endpoint::Token),
+            ("/_stowage/access".into(), Endpoint::Access),
+            ("/_stowage/keys".into(), Endpoint::Keys),
+            (
+                "/_stowage/users".into(),
+                Endpoint::Accounts {
+                    kind: AccountKind::User,
+                    name: None,
+                },
+            ),
+            (
+                "/_stowage/robots/ci-bot".into(),
+                Endpoint::Accounts {
+                    kind: AccountKind::Robot,
+                    name: Some(AccountName::parse("ci-bot").unwrap()),
+                },
+            ),
             (
                 format!("/v2/a/b/c/blobs/{D}"),
                 Endpoint::Blob {

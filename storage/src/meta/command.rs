@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::access::{AccessRule, Account, SigningKey};
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
-use crate::types::{ChunkId, Digest, NodeId, RepoName, Tag};
+use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -81,6 +82,23 @@ pub enum Command {
     /// Names the cluster once, when it first forms; later values are
     /// ignored, so every replica keeps the first.
     SetClusterId { id: String },
+    /// Creates an account (`replace`: changes an existing one's secret or
+    /// expiry). The first user also gets `admin` on `**`.
+    PutAccount { account: Account, replace: bool },
+    /// Removes an account and the rules that name it.
+    RemoveAccount { name: AccountName },
+    /// Adds the rule's actions for its pattern and subject.
+    Grant { rule: AccessRule },
+    /// Takes the rule's actions away; a rule left with none goes.
+    Revoke { rule: AccessRule },
+    /// Makes the rules exactly these (`stowage access apply`).
+    SetRules { rules: Vec<AccessRule> },
+    /// A new token signing key; the current one retires (still verifying)
+    /// and keys retired before `drop_retired_before_ms` go.
+    AddSigningKey {
+        key: SigningKey,
+        drop_retired_before_ms: u64,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -104,6 +122,22 @@ impl std::fmt::Display for Command {
                 write!(f, "forget {} chunk tombstones", chunks.len())
             }
             Command::SetClusterId { id } => write!(f, "set cluster id {id}"),
+            Command::PutAccount { account, replace } => write!(
+                f,
+                "{} {} {}",
+                if *replace { "update" } else { "add" },
+                account.kind,
+                account.name
+            ),
+            Command::RemoveAccount { name } => write!(f, "remove account {name}"),
+            Command::Grant { rule } => {
+                write!(f, "grant {} on {} to {}", rule.actions, rule.pattern, rule.subject)
+            }
+            Command::Revoke { rule } => {
+                write!(f, "revoke {} on {} from {}", rule.actions, rule.pattern, rule.subject)
+            }
+            Command::SetRules { rules } => write!(f, "set {} access rules", rules.len()),
+            Command::AddSigningKey { key, .. } => write!(f, "add signing key {}", key.kid),
         }
     }
 }
@@ -126,6 +160,11 @@ pub enum Rejection {
     /// A chunk of a new blob was tombstoned while the upload wrote it; the
     /// client uploads again.
     ChunksCollected(ChunkId),
+    AccountExists,
+    AccountUnknown,
+    RuleUnknown,
+    /// The change would leave a cluster with accounts and no administrator.
+    LastAdmin,
 }
 
 /// The clock and the delays a garbage-collection decision is made under;

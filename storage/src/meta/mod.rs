@@ -7,6 +7,7 @@
 //! applies a batch atomically only within a tree: one command is one batch,
 //! together with the applied-log mark, so a crash never splits a command.
 
+pub mod access;
 mod command;
 mod gc;
 mod records;
@@ -354,6 +355,17 @@ impl StateMachine {
                 txn.del(tk);
                 Self::untag(txn, repo, &old, *now_ms)?;
             }
+            Command::PutAccount { account, replace } => {
+                return access::put_account(txn, account, *replace)
+            }
+            Command::RemoveAccount { name } => return access::remove_account(txn, name),
+            Command::Grant { rule } => return access::grant(txn, rule),
+            Command::Revoke { rule } => return access::revoke(txn, rule),
+            Command::SetRules { rules } => return access::set_rules(txn, rules),
+            Command::AddSigningKey {
+                key,
+                drop_retired_before_ms,
+            } => return access::add_signing_key(txn, key, *drop_retired_before_ms),
             Command::SetClusterId { id } => {
                 if !txn.has(CLUSTER_ID)? {
                     txn.put(CLUSTER_ID.to_vec(), id.as_bytes().to_vec());
@@ -672,6 +684,35 @@ impl StateMachine {
             .tree()
             .get(CLUSTER_ID)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    // ---- access ----
+
+    pub fn account(&self, name: &crate::types::AccountName) -> Result<Option<access::Account>> {
+        access::account(&self.tree(), name)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<access::Account>> {
+        access::accounts(&self.tree())
+    }
+
+    /// Whether access control is on: it is as soon as one account exists.
+    pub fn has_accounts(&self) -> Result<bool> {
+        Ok(self.tree().scan_prefix([access::ACCOUNT]).next().transpose()?.is_some())
+    }
+
+    pub fn access_rules(&self) -> Result<Vec<access::AccessRule>> {
+        access::rules(&self.tree())
+    }
+
+    /// Newest first.
+    pub fn signing_keys(&self) -> Result<Vec<access::SigningKey>> {
+        access::signing_keys(&self.tree())
+    }
+
+    /// Changes with every access command (a cache key for compiled rules).
+    pub fn access_version(&self) -> Result<u64> {
+        Ok(count(self.tree().get(access::ACCESS_VERSION)?.as_deref()))
     }
 
     /// Whether any blob record uses the chunk.

@@ -462,3 +462,191 @@ fn dependents_name_blobs_manifests_tags_and_repositories() {
     assert_eq!(d.tags, vec![(repo("app"), Tag::parse("latest").unwrap())]);
     assert_eq!(d.repositories, vec![repo("app")]);
 }
+
+mod access_state {
+    use super::*;
+    use crate::meta::access::{AccessRule, Account, AccountKind, Actions, SigningKey, Subject};
+    use crate::types::AccountName;
+
+    fn name(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    fn account(n: &str, kind: AccountKind) -> Account {
+        Account {
+            name: name(n),
+            kind,
+            secret_hash: format!("hash-of-{n}"),
+            created_ms: 1,
+            expires_ms: None,
+            generation: 0,
+        }
+    }
+
+    fn apply(sm: &StateMachine, cmd: Command) -> Outcome {
+        sm.apply(&cmd, b"m").unwrap()
+    }
+
+    fn add(sm: &StateMachine, n: &str, kind: AccountKind) -> Outcome {
+        apply(
+            sm,
+            Command::PutAccount {
+                account: account(n, kind),
+                replace: false,
+            },
+        )
+    }
+
+    fn rule(p: &str, s: Subject, a: &str) -> AccessRule {
+        AccessRule::new(p, s, Actions::parse(a).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_first_user_administers_and_the_last_admin_stays() {
+        let (_d, sm) = sm();
+        assert!(!sm.has_accounts().unwrap());
+        assert_eq!(add(&sm, "root", AccountKind::User), Outcome::Done);
+        assert!(sm.has_accounts().unwrap());
+        let rules = sm.access_rules().unwrap();
+        assert_eq!(rules, vec![rule("**", Subject::Account(name("root")), "admin")]);
+        assert_eq!(
+            add(&sm, "root", AccountKind::User),
+            Outcome::Rejected(Rejection::AccountExists)
+        );
+        // A second user gets nothing by default.
+        assert_eq!(add(&sm, "bob", AccountKind::User), Outcome::Done);
+        assert_eq!(sm.access_rules().unwrap().len(), 1);
+        let last_admin = Outcome::Rejected(Rejection::LastAdmin);
+        assert_eq!(
+            apply(&sm, Command::RemoveAccount { name: name("root") }),
+            last_admin
+        );
+        assert_eq!(
+            apply(
+                &sm,
+                Command::Revoke {
+                    rule: rule("**", Subject::Account(name("root")), "admin")
+                }
+            ),
+            last_admin
+        );
+        assert_eq!(
+            apply(&sm, Command::SetRules { rules: vec![] }),
+            last_admin
+        );
+        // Hand over, then the old admin may go, and its rules with it.
+        let bob_admin = rule("**", Subject::Account(name("bob")), "admin");
+        assert_eq!(apply(&sm, Command::Grant { rule: bob_admin.clone() }), Outcome::Done);
+        assert_eq!(
+            apply(&sm, Command::RemoveAccount { name: name("root") }),
+            Outcome::Done
+        );
+        assert_eq!(sm.access_rules().unwrap(), vec![bob_admin]);
+        // Removing every account switches access control off again.
+        assert_eq!(
+            apply(&sm, Command::RemoveAccount { name: name("bob") }),
+            Outcome::Done
+        );
+        assert!(!sm.has_accounts().unwrap());
+    }
+
+    #[test]
+    fn grants_merge_and_revokes_subtract() {
+        let (_d, sm) = sm();
+        add(&sm, "root", AccountKind::User);
+        add(&sm, "ci", AccountKind::Robot);
+        let ci = || Subject::Account(name("ci"));
+        apply(&sm, Command::Grant { rule: rule("team/**", ci(), "pull") });
+        apply(&sm, Command::Grant { rule: rule("team/**", ci(), "push") });
+        let has = |sm: &StateMachine| {
+            sm.access_rules()
+                .unwrap()
+                .into_iter()
+                .find(|r| r.subject == ci())
+                .map(|r| r.actions)
+        };
+        assert_eq!(has(&sm), Some(Actions::parse("pull,push").unwrap()));
+        apply(&sm, Command::Revoke { rule: rule("team/**", ci(), "pull,push") });
+        assert_eq!(has(&sm), None);
+        assert_eq!(
+            apply(&sm, Command::Revoke { rule: rule("team/**", ci(), "pull") }),
+            Outcome::Rejected(Rejection::RuleUnknown)
+        );
+        assert_eq!(
+            apply(
+                &sm,
+                Command::Grant {
+                    rule: rule("x", Subject::Account(name("ghost")), "pull")
+                }
+            ),
+            Outcome::Rejected(Rejection::AccountUnknown)
+        );
+    }
+
+    #[test]
+    fn a_recreated_account_gets_a_new_generation() {
+        let (_d, sm) = sm();
+        add(&sm, "root", AccountKind::User);
+        add(&sm, "ci", AccountKind::Robot);
+        let gen = |sm: &StateMachine| sm.account(&name("ci")).unwrap().map(|a| a.generation);
+        assert_eq!(gen(&sm), Some(1));
+        apply(
+            &sm,
+            Command::PutAccount {
+                account: account("ci", AccountKind::Robot),
+                replace: true,
+            },
+        );
+        assert_eq!(gen(&sm), Some(2));
+        apply(&sm, Command::RemoveAccount { name: name("ci") });
+        assert_eq!(gen(&sm), None);
+        add(&sm, "ci", AccountKind::Robot);
+        assert_eq!(gen(&sm), Some(3), "tokens of the removed account stay invalid");
+        // A robot cannot be turned into a user by replacing it.
+        assert_eq!(
+            apply(
+                &sm,
+                Command::PutAccount {
+                    account: account("ci", AccountKind::User),
+                    replace: true,
+                }
+            ),
+            Outcome::Rejected(Rejection::AccountUnknown)
+        );
+    }
+
+    #[test]
+    fn rotation_retires_then_drops_keys_and_snapshots_carry_access() {
+        let (_d, sm) = sm();
+        let k = |kid: &str, at: u64| SigningKey {
+            kid: kid.into(),
+            secret: vec![7; 32],
+            created_ms: at,
+            retired_ms: None,
+        };
+        let rotate = |key: SigningKey, drop: u64| Command::AddSigningKey {
+            key,
+            drop_retired_before_ms: drop,
+        };
+        apply(&sm, rotate(k("k1", 100), 0));
+        apply(&sm, rotate(k("k2", 200), 0));
+        let keys = sm.signing_keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].kid.as_str(), keys[0].retired_ms), ("k2", None));
+        assert_eq!((keys[1].kid.as_str(), keys[1].retired_ms), ("k1", Some(200)));
+        apply(&sm, rotate(k("k3", 300), 250));
+        let kids: Vec<String> = sm.signing_keys().unwrap().into_iter().map(|k| k.kid).collect();
+        assert_eq!(kids, vec!["k3", "k2"]);
+
+        add(&sm, "root", AccountKind::User);
+        let v = sm.access_version().unwrap();
+        let mut snap = Vec::new();
+        sm.export(&mut snap).unwrap();
+        let (_d2, other) = super::sm();
+        other.import(&mut snap.as_slice()).unwrap();
+        assert_eq!(other.accounts().unwrap(), sm.accounts().unwrap());
+        assert_eq!(other.access_rules().unwrap(), sm.access_rules().unwrap());
+        assert_eq!(other.signing_keys().unwrap(), sm.signing_keys().unwrap());
+        assert_eq!(other.access_version().unwrap(), v);
+    }
+}

@@ -1,0 +1,287 @@
+//! The edge of access control: what each endpoint needs of the caller,
+//! the token endpoint (`GET /token` with Basic or anonymous, `POST /token`
+//! with the OAuth2 password and refresh grants that `docker login` uses),
+//! and the admin API for accounts, rules and signing keys.
+
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use http::{header, HeaderMap, Method, Response};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use stowage_storage::meta::access::{AccountKind, Actions};
+use stowage_storage::types::{AccountName, RepoName};
+
+use super::body::Body;
+use super::handlers::{admin_json, read_capped};
+use super::router::{Endpoint, Query};
+use crate::auth::{self, Auth, Challenge, Need};
+use crate::error::{Error, Result};
+
+/// Tokens requests and admin bodies are small.
+const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// What `endpoint` asks of the caller for `method`.
+pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let repo = |repo: &RepoName, actions| Need::Repo {
+        repo: repo.clone(),
+        actions,
+    };
+    match endpoint {
+        Endpoint::Health | Endpoint::Ready | Endpoint::Status | Endpoint::Token => {
+            vec![Need::Nothing]
+        }
+        // Listed per repository the caller may pull.
+        Endpoint::Catalog => vec![Need::Nothing],
+        Endpoint::ApiVersion => vec![Need::Credential],
+        Endpoint::Blob { repo: r, .. } | Endpoint::Manifest { repo: r, .. } if read => {
+            vec![repo(r, Actions::PULL)]
+        }
+        Endpoint::Blob { repo: r, .. } | Endpoint::Manifest { repo: r, .. }
+            if *method == Method::DELETE =>
+        {
+            vec![repo(r, Actions::DELETE)]
+        }
+        Endpoint::Manifest { repo: r, .. } => vec![repo(r, Actions::PUSH)],
+        Endpoint::Blob { repo: r, .. } => vec![repo(r, Actions::PULL)],
+        Endpoint::StartUpload { repo: r } => {
+            let mut n = vec![repo(r, Actions::PUSH)];
+            // A mount reads the source: without pull there it is refused,
+            // so a digest known from a private repository cannot be copied
+            // out of it.
+            if query.get("mount").is_some() {
+                if let Some(from) = query.get("from").and_then(|f| RepoName::parse(f).ok()) {
+                    n.push(repo(&from, Actions::PULL));
+                }
+            }
+            n
+        }
+        Endpoint::Upload { repo: r, .. } => vec![repo(r, Actions::PUSH)],
+        Endpoint::Tags { repo: r } | Endpoint::Referrers { repo: r, .. } => {
+            vec![repo(r, Actions::PULL)]
+        }
+        Endpoint::Members
+        | Endpoint::Gc
+        | Endpoint::Scrub
+        | Endpoint::Accounts { .. }
+        | Endpoint::Access
+        | Endpoint::Keys => vec![Need::Admin],
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// `GET /token` and `POST /token`.
+pub async fn token(
+    auth: &Auth,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Incoming,
+    peer: Option<IpAddr>,
+    challenge: &Challenge,
+) -> Result<Response<Body>> {
+    let answer = if *method == Method::GET {
+        let scopes: Vec<String> = query.all("scope").map(str::to_owned).collect();
+        let offline = query.get("offline_token") == Some("true");
+        let creds = basic_credentials(headers);
+        if headers.contains_key(header::AUTHORIZATION) && creds.is_none() {
+            return Err(Error::Unauthorized {
+                reason: "the token endpoint takes Basic credentials".into(),
+                challenge: "Basic realm=\"stowage\"".into(),
+            });
+        }
+        auth.issue(
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            None,
+            &scopes,
+            offline,
+            peer,
+            challenge,
+        )
+        .await?
+    } else if *method == Method::POST {
+        let bytes = read_capped(body, BODY_LIMIT_BYTES).await?;
+        let form = Query::parse(std::str::from_utf8(&bytes).ok());
+        let scopes: Vec<String> = form.all("scope").map(str::to_owned).collect();
+        let offline = form.get("access_type") == Some("offline");
+        match form.get("grant_type") {
+            Some("password") => {
+                let user = form.get("username").unwrap_or("");
+                let pass = form.get("password").unwrap_or("");
+                auth.issue(Some((user, pass)), None, &scopes, offline, peer, challenge)
+                    .await?
+            }
+            Some("refresh_token") => {
+                let refresh = form.get("refresh_token").unwrap_or("");
+                auth.issue(None, Some(refresh), &scopes, true, peer, challenge)
+                    .await?
+            }
+            other => {
+                return Err(Error::AdminRequest(format!(
+                    "unsupported grant_type {:?} (password, refresh_token)",
+                    other.unwrap_or("")
+                )))
+            }
+        }
+    } else {
+        return Err(Error::MethodNotAllowed {
+            method: method.clone(),
+            allow: Endpoint::Token.allow(),
+        });
+    };
+    admin_json(&answer, false)
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    name: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    expires_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct NewPassword {
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct RuleChange {
+    op: String,
+    pattern: String,
+    subject: String,
+    actions: String,
+}
+
+#[derive(Deserialize)]
+struct RuleSet {
+    rules: Vec<RuleText>,
+}
+
+#[derive(Deserialize)]
+struct RuleText {
+    pattern: String,
+    subject: String,
+    actions: String,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::AdminRequest(e.to_string()))
+}
+
+fn not_allowed(method: &Method, endpoint: &Endpoint) -> Error {
+    Error::MethodNotAllowed {
+        method: method.clone(),
+        allow: endpoint.allow(),
+    }
+}
+
+/// `/_stowage/users`, `/_stowage/robots` and one account under either.
+pub async fn accounts(
+    auth: &Auth,
+    endpoint: &Endpoint,
+    kind: AccountKind,
+    name: Option<&AccountName>,
+    method: &Method,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let head = *method == Method::HEAD;
+    match (name, method.clone()) {
+        (None, Method::GET | Method::HEAD) => {
+            let list: Vec<_> = auth
+                .accounts()
+                .await?
+                .into_iter()
+                .filter(|a| a.kind == kind)
+                .collect();
+            admin_json(&json!({ "accounts": list }), head)
+        }
+        (None, Method::POST) => {
+            let req: NewAccount = parse_json(&read_capped(body, BODY_LIMIT_BYTES).await?)?;
+            let name =
+                AccountName::parse(&req.name).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            match kind {
+                AccountKind::User => {
+                    let password = req
+                        .password
+                        .ok_or_else(|| Error::AdminRequest("a user needs a password".into()))?;
+                    auth.add_user(&name, &password, req.expires_ms).await?;
+                    admin_json(&json!({ "name": name.as_str() }), false)
+                }
+                AccountKind::Robot => {
+                    let token = auth.add_robot(&name, req.expires_ms).await?;
+                    admin_json(&json!({ "name": name.as_str(), "token": token }), false)
+                }
+            }
+        }
+        (Some(name), Method::PUT) if kind == AccountKind::User => {
+            let req: NewPassword = parse_json(&read_capped(body, BODY_LIMIT_BYTES).await?)?;
+            auth.set_password(name, &req.password).await?;
+            admin_json(&json!({ "name": name.as_str() }), false)
+        }
+        (Some(name), Method::DELETE) => {
+            auth.remove_account(name).await?;
+            admin_json(&json!({ "removed": name.as_str() }), false)
+        }
+        _ => Err(not_allowed(method, endpoint)),
+    }
+}
+
+/// `/_stowage/access`: list, grant or revoke one rule, or replace them all.
+pub async fn rules(auth: &Auth, method: &Method, body: Incoming) -> Result<Response<Body>> {
+    match method.clone() {
+        Method::GET | Method::HEAD => {
+            admin_json(&json!({ "rules": auth.rules().await? }), *method == Method::HEAD)
+        }
+        Method::POST => {
+            let c: RuleChange = parse_json(&read_capped(body, BODY_LIMIT_BYTES).await?)?;
+            let rule = auth::rule(&c.pattern, &c.subject, &c.actions)?;
+            match c.op.as_str() {
+                "grant" => auth.grant(rule).await?,
+                "revoke" => auth.revoke(rule).await?,
+                other => {
+                    return Err(Error::AdminRequest(format!(
+                        "op {other:?}: grant or revoke"
+                    )))
+                }
+            }
+            admin_json(&json!({ "rules": auth.rules().await? }), false)
+        }
+        Method::PUT => {
+            let set: RuleSet = parse_json(&read_capped(body, BODY_LIMIT_BYTES).await?)?;
+            let rules = set
+                .rules
+                .iter()
+                .map(|r| auth::rule(&r.pattern, &r.subject, &r.actions))
+                .collect::<Result<Vec<_>>>()?;
+            auth.set_rules(rules).await?;
+            admin_json(&json!({ "rules": auth.rules().await? }), false)
+        }
+        _ => Err(not_allowed(method, &Endpoint::Access)),
+    }
+}
+
+/// `POST /_stowage/keys`: a new token signing key.
+pub async fn keys(auth: &Auth, method: &Method) -> Result<Response<Body>> {
+    if *method != Method::POST {
+        return Err(not_allowed(method, &Endpoint::Keys));
+    }
+    let kid = auth.rotate_key().await?;
+    admin_json(&json!({ "kid": kid }), false)
+}
