@@ -133,7 +133,8 @@ async fn one_upload_spread_over_three_nodes() {
 }
 
 /// The owner of a session checks its repository, so the check holds
-/// whichever node a request arrives at.
+/// whichever node a request arrives at; an id naming a node outside the
+/// membership is unknown on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_checked_by_their_owner() {
     let cluster = Cluster::start(&["a", "b", "c"], "");
@@ -178,6 +179,20 @@ async fn sessions_are_checked_by_their_owner() {
             );
         }
     }
+    let stranger = format!("/v2/own/blobs/uploads/9-{}", "cd".repeat(16));
+    for n in [1, 2, 3] {
+        let r = c
+            .get(format!("{}{stranger}", cluster.url(n)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json_code(r).await,
+            (reqwest::StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()),
+            "an id naming node 9, on node {n}"
+        );
+    }
+
     let r = c
         .get(format!("{}{path}", cluster.url(3)))
         .send()
