@@ -189,7 +189,11 @@ impl Registry {
             updated_ms: now,
             holders: None,
         };
-        self.store.uploads.put(&id, &session)?;
+        // The 202 hands out the id, so the session must outlive a crash
+        // from then on; the fsyncs block, so they run off the async threads.
+        let store = self.store.clone();
+        let created = id.clone();
+        tokio::task::spawn_blocking(move || store.uploads.create(&created, &session)).await??;
         Ok(id)
     }
 
