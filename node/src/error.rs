@@ -73,6 +73,9 @@ pub enum Error {
     #[error("the operation is unsupported: {0}")]
     Unsupported(&'static str),
 
+    #[error("an HTTP/1.1 request needs exactly one Host header; this one has {count}")]
+    HostHeader { count: usize },
+
     #[error("method {method} not allowed here")]
     MethodNotAllowed {
         method: http::Method,

@@ -79,7 +79,7 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()?;
         let meta = StateMachine::open(&db)?;
-        let uploads = UploadStore::open(&db)?;
+        let uploads = UploadStore::open(&db, &dir.join("meta"))?;
         let resync = ResyncQueue::open(&db)?;
         let log = LogStore::open(dir.join("log"))?;
         Ok(Store {

@@ -3,8 +3,11 @@
 //! replicated: a session is owned by the node that opened it, and persisting
 //! it here makes it resumable after a restart.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::meta::ChunkRef;
 use crate::types::{NodeId, RepoName, UploadId};
@@ -27,13 +30,34 @@ pub struct UploadSession {
 
 pub struct UploadStore {
     tree: sled::Tree,
+    db: sled::Db,
+    /// sled's directory, whose files `create` fsyncs.
+    db_dir: PathBuf,
 }
 
 impl UploadStore {
-    pub fn open(db: &sled::Db) -> Result<Self> {
+    /// The sessions in `db`, which sled keeps in `db_dir`.
+    pub fn open(db: &sled::Db, db_dir: &Path) -> Result<Self> {
         Ok(UploadStore {
             tree: db.open_tree("uploads")?,
+            db: db.clone(),
+            db_dir: db_dir.to_owned(),
         })
+    }
+
+    /// Stores a new session durably: when this returns, the session
+    /// survives a crash of the process or of the machine, so the `202` that
+    /// hands its id to the client is a promise. Later updates (`put`) may
+    /// lag, since a session that restarts at an earlier size is still
+    /// correct: the client resumes from the `Range` it is told.
+    pub fn create(&self, id: &UploadId, session: &UploadSession) -> Result<()> {
+        self.put(id, session)?;
+        // sled keeps writes in memory until its next periodic flush (a
+        // session opened just before a `kill -9` was lost), and its flush
+        // ends with `sync_file_range`, which neither writes the file's
+        // metadata nor flushes the disk's cache: hence the fsyncs.
+        self.db.flush()?;
+        sync_files_in(&self.db_dir)
     }
 
     pub fn get(&self, id: &UploadId) -> Result<Option<UploadSession>> {
@@ -102,6 +126,27 @@ impl UploadStore {
     }
 }
 
+/// fsyncs the regular files directly in `dir`, then `dir` itself. Not its
+/// subdirectories: sled puts only values above its blob threshold (a
+/// fraction of a segment) in `blobs/`, and a new session record is a few
+/// hundred bytes.
+fn sync_files_in(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let path = entry.path();
+        if entry
+            .file_type()
+            .map_err(Error::io("stat", &path))?
+            .is_file()
+        {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", &path))?;
+        }
+    }
+    durable::sync_dir(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,9 +156,59 @@ mod tests {
     fn sessions_persist_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let store = UploadStore::open(&db).unwrap();
+        let store = UploadStore::open(&db, dir.path()).unwrap();
         let id = UploadId::new(NodeId(1));
-        let s = UploadSession {
+        let s = session();
+        store.put(&id, &s).unwrap();
+        assert_eq!(store.get(&id).unwrap(), Some(s));
+        assert!(store.idle_since(20).unwrap().is_empty());
+        assert_eq!(store.idle_since(21).unwrap(), vec![id.clone()]);
+        let mut n = 0;
+        store.for_each_chunk(|_| n += 1).unwrap();
+        assert_eq!(n, 1);
+        assert!(store.remove(&id).unwrap());
+        assert!(store.get(&id).unwrap().is_none());
+    }
+
+    /// What a `kill -9` leaves is what the files hold at that moment: a
+    /// copy of sled's directory taken right after `create` must hold the
+    /// session. (sled never flushes here on its own, so a plain `put` would
+    /// be missing from the copy.)
+    #[test]
+    fn a_created_session_is_in_the_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let db = sled::Config::new()
+            .path(&live)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let store = UploadStore::open(&db, &live).unwrap();
+        let id = UploadId::new(NodeId(1));
+        store.create(&id, &session()).unwrap();
+
+        let copy = dir.path().join("copy");
+        copy_dir(&live, &copy);
+        let db = sled::Config::new().path(&copy).open().unwrap();
+        let store = UploadStore::open(&db, &copy).unwrap();
+        assert_eq!(store.get(&id).unwrap(), Some(session()));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let dest = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &dest);
+            } else {
+                std::fs::copy(entry.path(), dest).unwrap();
+            }
+        }
+    }
+
+    fn session() -> UploadSession {
+        UploadSession {
             repo: RepoName::parse("a/b").unwrap(),
             size: 3,
             chunks: vec![ChunkRef {
@@ -124,15 +219,6 @@ mod tests {
             started_ms: 10,
             updated_ms: 20,
             holders: None,
-        };
-        store.put(&id, &s).unwrap();
-        assert_eq!(store.get(&id).unwrap(), Some(s));
-        assert!(store.idle_since(20).unwrap().is_empty());
-        assert_eq!(store.idle_since(21).unwrap(), vec![id.clone()]);
-        let mut n = 0;
-        store.for_each_chunk(|_| n += 1).unwrap();
-        assert_eq!(n, 1);
-        assert!(store.remove(&id).unwrap());
-        assert!(store.get(&id).unwrap().is_none());
+        }
     }
 }

@@ -131,3 +131,92 @@ async fn one_upload_spread_over_three_nodes() {
         );
     }
 }
+
+/// The owner of a session checks its repository, so the check holds
+/// whichever node a request arrives at; an id naming a node outside the
+/// membership is unknown on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_checked_by_their_owner() {
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(READY).await;
+    let c = client();
+    let blob = data(43, 9000);
+    let digest = sha256(&blob);
+    let r = c
+        .post(format!("{}/v2/own/blobs/uploads/", cluster.url(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let path = r.headers()["location"].to_str().unwrap().to_string();
+    // Through node 2, so the owner holds the session in memory.
+    let r = c
+        .patch(format!("{}{path}", cluster.url(2)))
+        .body(blob[..5000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let wrong = path.replace("/v2/own/", "/v2/other/");
+    for n in [1, 2, 3] {
+        let loc = format!("{}{wrong}", cluster.url(n));
+        for (what, req) in [
+            ("GET", c.get(&loc)),
+            ("PATCH", c.patch(&loc).body(blob[5000..6000].to_vec())),
+            (
+                "PUT",
+                c.put(format!("{loc}?digest={digest}"))
+                    .body(blob[5000..].to_vec()),
+            ),
+            ("DELETE", c.delete(&loc)),
+        ] {
+            let r = req.send().await.unwrap();
+            assert_eq!(
+                json_code(r).await,
+                (reqwest::StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()),
+                "{what} on node {n}"
+            );
+        }
+    }
+    let stranger = format!("/v2/own/blobs/uploads/9-{}", "cd".repeat(16));
+    for n in [1, 2, 3] {
+        let r = c
+            .get(format!("{}{stranger}", cluster.url(n)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json_code(r).await,
+            (reqwest::StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()),
+            "an id naming node 9, on node {n}"
+        );
+    }
+
+    let r = c
+        .get(format!("{}{path}", cluster.url(3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-4999");
+    let r = c
+        .put(format!("{}{path}?digest={digest}", cluster.url(3)))
+        .body(blob[5000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .get(format!("{}/v2/own/blobs/{digest}", cluster.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), blob);
+    let r = c
+        .head(format!("{}/v2/other/blobs/{digest}", cluster.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

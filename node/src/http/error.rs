@@ -28,6 +28,11 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        // The spec has no code for a malformed HTTP message; UNSUPPORTED
+        // ("the operation was unsupported") is the one it offers for a
+        // request the registry will not carry out, and clients act on the
+        // 400 anyway.
+        HostHeader { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unavailable(_)
@@ -151,6 +156,7 @@ mod tests {
                 429,
                 "TOOMANYREQUESTS",
             ),
+            (Error::HostHeader { count: 2 }, 400, "UNSUPPORTED"),
             (Error::NoLeader, 503, "UNAVAILABLE"),
             (Error::NoQuorum, 503, "UNAVAILABLE"),
             (

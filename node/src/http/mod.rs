@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use self::body::Body;
 use self::router::{Endpoint, Query};
 use crate::auth::Auth;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::registry::Registry;
 
 /// What the edge serves with: the registry, and who may use it.
@@ -49,7 +49,9 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
-    let result = match router::route(&method, &path) {
+    let routed =
+        check_host(req.version(), req.headers()).and_then(|()| router::route(&method, &path));
+    let result = match routed {
         Ok(endpoint) => checked(&api, endpoint, req, peer).await,
         Err(e) => Err(e),
     };
@@ -110,6 +112,25 @@ async fn checked(
     }
 }
 
+/// RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without
+/// a `Host` header and to any HTTP/1 request with more than one, since
+/// such a request is ambiguous about its target. HTTP/2 names its target
+/// in `:authority` (hyper puts it in the URI), so it is not checked here.
+fn check_host(version: Version, headers: &HeaderMap) -> Result<()> {
+    let count = headers.get_all(header::HOST).iter().count();
+    let ok = match version {
+        Version::HTTP_11 => count == 1,
+        // HTTP/1.0 did not require Host, but two are ambiguous there too.
+        Version::HTTP_09 | Version::HTTP_10 => count <= 1,
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::HostHeader { count })
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then waits up to
 /// `drain` for requests in flight.
 pub async fn serve(
@@ -161,5 +182,42 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain) => tracing::warn!("gave up waiting for open connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for i in 0..n {
+            h.append(
+                header::HOST,
+                HeaderValue::from_str(&format!("h{i}:5000")).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn http1_needs_exactly_one_host_and_http2_none() {
+        let cases = [
+            (Version::HTTP_11, 0, false),
+            (Version::HTTP_11, 1, true),
+            (Version::HTTP_11, 2, false),
+            (Version::HTTP_10, 0, true),
+            (Version::HTTP_10, 2, false),
+            (Version::HTTP_2, 0, true),
+            (Version::HTTP_2, 1, true),
+        ];
+        for (version, n, ok) in cases {
+            let r = check_host(version, &hosts(n));
+            assert_eq!(r.is_ok(), ok, "{version:?} with {n} Host headers");
+            if let Err(e) = r {
+                let (status, code) = error::classify(&e);
+                assert_eq!((status.as_u16(), code), (400, "UNSUPPORTED"));
+            }
+        }
     }
 }

@@ -37,6 +37,13 @@ pub async fn forward(
     if req.headers().contains_key(&FORWARDED) {
         return Err(Error::BlobUploadUnknown);
     }
+    // An id naming no member (a guess, or a session of a node since
+    // removed) is a session nobody holds: the client's mistake, not the
+    // cluster's condition, so 404 rather than a 503 to retry.
+    if !reg.consensus().members().contains_key(&owner) {
+        tracing::debug!(%owner, "upload id names a node that is not a member");
+        return Err(Error::BlobUploadUnknown);
+    }
     let addr = reg.http_addr_of(owner).await.ok_or_else(|| {
         Error::Unavailable(format!(
             "node {owner}, which owns this upload, is not reachable"

@@ -31,6 +31,9 @@ pub struct ChunkBounds {
 /// chunks of each request are committed to the session record, in order, by
 /// the session's committer task while the next request is already taken.
 pub(crate) struct Active {
+    /// The repository the session was opened in: the only name under which
+    /// it may be used.
+    repo: RepoName,
     gate: tokio::sync::Mutex<View>,
     commits: mpsc::UnboundedSender<Commit>,
 }
@@ -56,12 +59,17 @@ enum Commit {
 
 impl Registry {
     /// The active state of a session, loaded from its record on first use.
+    /// A session is unknown under any name but its own repository's, so an
+    /// id seen in one repository cannot read, write or finish into another.
     fn active(self: &Arc<Self>, repo: &RepoName, id: &UploadId) -> Result<Arc<Active>> {
         let mut sessions = self
             .active_sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(a) = sessions.get(id.as_str()) {
+            if &a.repo != repo {
+                return Err(Error::BlobUploadUnknown);
+            }
             return Ok(a.clone());
         }
         let record = match self.store.uploads.get(id)? {
@@ -70,6 +78,7 @@ impl Registry {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let active = Arc::new(Active {
+            repo: record.repo.clone(),
             gate: tokio::sync::Mutex::new(View {
                 size: record.size,
                 hasher: record.hasher.clone(),
@@ -180,7 +189,11 @@ impl Registry {
             updated_ms: now,
             holders: None,
         };
-        self.store.uploads.put(&id, &session)?;
+        // The 202 hands out the id, so the session must outlive a crash
+        // from then on; the fsyncs block, so they run off the async threads.
+        let store = self.store.clone();
+        let created = id.clone();
+        tokio::task::spawn_blocking(move || store.uploads.create(&created, &session)).await??;
         Ok(id)
     }
 

@@ -162,3 +162,62 @@ fn a_bare_relative_data_dir_works() {
     assert!(line.starts_with("listening on "), "{line}");
     assert!(dir.path().join("data/chunks").is_dir());
 }
+
+/// Sends `request` as raw bytes (it should ask for `Connection: close`)
+/// and returns the status and the OCI error code of the answer, if any.
+async fn raw_http1(host: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let code = v["errors"][0]["code"].as_str().unwrap_or("").to_string();
+    (status, code)
+}
+
+#[tokio::test]
+async fn http1_needs_exactly_one_host_header() {
+    let node = Node::start(bin());
+    let h = &node.host;
+    let missing = "GET /v2/ HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http1(h, missing).await, (400, "UNSUPPORTED".into()));
+    let two =
+        "GET /v2/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http1(h, two).await, (400, "UNSUPPORTED".into()));
+    let one = format!("GET /v2/ HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_http1(h, &one).await, (200, String::new()));
+    // HTTP/1.0 did not require Host.
+    let old = "GET /v2/ HTTP/1.0\r\n\r\n";
+    assert_eq!(raw_http1(h, old).await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn http2_names_its_target_without_a_host_header() {
+    use http_body_util::{BodyExt, Empty};
+    let node = Node::start(bin());
+    let tcp = tokio::net::TcpStream::connect(&node.host).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // hyper sends the URI's authority as :authority and no Host header.
+    let req = http::Request::get(format!("{}/v2/", node.url))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), b"{}");
+}
