@@ -31,5 +31,7 @@ mod t84_scrub;
 mod t85_rebalance;
 /// Pulls are whole from a remaining holder, or a 503 before the body.
 mod t86_honest_reads;
+/// Users, tokens and rules are the same on every node.
+mod t87_auth;
 /// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
 mod t90_chaos;

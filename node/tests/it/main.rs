@@ -23,5 +23,7 @@ mod t71_skopeo;
 mod t72_docker;
 /// kill -9 during a stream of pushes loses nothing acknowledged.
 mod t80_crash;
+/// Users, robots, rules and tokens; the attack cases of access control.
+mod t85_auth;
 /// A 2 GiB push stays in bounded memory.
 mod t90_memory;

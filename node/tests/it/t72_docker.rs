@@ -90,3 +90,78 @@ async fn docker_push_and_pull_an_image_built_from_scratch() {
     assert!(repo_digest.ends_with(&served), "{repo_digest} vs {served}");
     docker(&["rmi", &image]);
 }
+
+/// `docker login` against the token flow, push, `docker logout`, and a
+/// pull that is then refused.
+#[tokio::test]
+async fn docker_login_push_logout_and_the_pull_is_refused() {
+    if !docker_available() {
+        return;
+    }
+    let node = Node::start(bin());
+    let c = client();
+    let r = c
+        .post(format!("{}/_stowage/users", node.url))
+        .json(&serde_json::json!({"name": "docker-user", "password": "docker-pass-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A config directory of its own, so the engine's real credentials are
+    // neither used nor touched.
+    let cfg = tempfile::tempdir().unwrap();
+    let cfg_dir = cfg.path().to_str().unwrap().to_owned();
+    let docker_with = |args: &[&str]| {
+        Command::new("docker")
+            .arg("--config")
+            .arg(&cfg_dir)
+            .args(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut login = Command::new("docker")
+        .arg("--config")
+        .arg(&cfg_dir)
+        .args(["login", "--username", "docker-user", "--password-stdin", &node.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = login.stdin.take().unwrap();
+        stdin.write_all(b"docker-pass-1\n").unwrap();
+    }
+    let out = ok(login.wait_with_output().unwrap(), "docker login");
+    assert!(out.contains("Login Succeeded"), "{out}");
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("f.bin"), data(7, 300_000)).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY f.bin /f.bin\n").unwrap();
+    let image = format!("{}/private/app:v1", node.host);
+    ok(docker_with(&["build", "-q", "-t", &image, ctx.path().to_str().unwrap()]), "docker build");
+    ok(docker_with(&["push", &image]), "docker push (logged in)");
+    ok(docker_with(&["rmi", &image]), "docker rmi");
+    ok(docker_with(&["pull", &image]), "docker pull (logged in)");
+    ok(docker_with(&["rmi", &image]), "docker rmi");
+
+    ok(docker_with(&["logout", &node.host]), "docker logout");
+    let out = docker_with(&["pull", &image]);
+    assert!(!out.status.success(), "a pull after logout must be refused");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("unauthorized") || err.contains("denied") || err.contains("authentication required"),
+        "{err}"
+    );
+}
