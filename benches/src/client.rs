@@ -11,7 +11,11 @@
 //! the index of the node to send to, so a workload decides how requests
 //! spread over a cluster, and a `Tally` that counts requests and bytes.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode};
@@ -66,6 +70,46 @@ pub struct Registry {
     http: Client<HttpConnector, Full<Bytes>>,
     targets: Vec<String>,
     monolithic: Monolithic,
+    login: Option<Login>,
+}
+
+/// Credentials for a registry that checks access, used as docker does: a
+/// `401` names the token endpoint and scope, the client fetches a token
+/// there with Basic credentials and keeps it for that repository.
+#[derive(Clone)]
+struct Login {
+    basic: String,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// The repository a registry URL is about (`""` for `/v2/` and the like):
+/// the key tokens are kept under.
+fn repo_of(url: &str) -> String {
+    let path = url.splitn(4, '/').nth(3).unwrap_or("");
+    let Some(rest) = path.strip_prefix("v2/") else {
+        return String::new();
+    };
+    for marker in ["/blobs/", "/manifests/", "/tags/"] {
+        if let Some(i) = rest.find(marker) {
+            return rest[..i].to_owned();
+        }
+    }
+    String::new()
+}
+
+/// `key="value"` pairs of a `WWW-Authenticate` challenge (values may hold
+/// commas, as scopes do).
+fn challenge_params(value: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = value.split_once(' ').map_or("", |(_, r)| r);
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].trim_start_matches([',', ' ']).to_owned();
+        let after = &rest[eq + 2..];
+        let Some(end) = after.find('"') else { break };
+        out.insert(key, after[..end].to_owned());
+        rest = &after[end + 1..];
+    }
+    out
 }
 
 impl std::fmt::Debug for Registry {
@@ -106,7 +150,41 @@ impl Registry {
             http,
             targets,
             monolithic: Monolithic::SinglePost,
+            login: None,
         })
+    }
+
+    /// Answers `401`s with the token flow, as `user`.
+    pub fn with_login(mut self, user: &str, password: &str) -> Self {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.login = Some(Login {
+            basic: format!("Basic {basic}"),
+            tokens: Arc::default(),
+        });
+        self
+    }
+
+    /// A token for the challenge in `reply`, from its realm.
+    async fn fetch_token(&self, login: &Login, reply: &Reply) -> Result<String> {
+        let challenge = reply
+            .headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let p = challenge_params(challenge);
+        let realm = p.get("realm").cloned().unwrap_or_default();
+        let mut url = format!("{realm}?service={}", p.get("service").map_or("", |s| s.as_str()));
+        if let Some(scope) = p.get("scope") {
+            url.push_str(&format!("&scope={scope}"));
+        }
+        let basic = login.basic.clone();
+        let (answer, _) = Box::pin(self.send(Method::GET, &url, &[(header::AUTHORIZATION, basic.as_str())], Bytes::new()))
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(status_error(Method::GET, &url, StatusCode::OK, answer.status, &answer.body));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        Ok(v["token"].as_str().unwrap_or("").to_owned())
     }
 
     pub fn targets(&self) -> &[String] {
@@ -208,6 +286,53 @@ impl Registry {
     /// Sends one request and reads the whole answer, whatever its status;
     /// also returns how long that took.
     async fn exchange_any(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Bytes,
+    ) -> Result<(Reply, Duration)> {
+        let Some(login) = &self.login else {
+            return self.send(method, url, headers, body).await;
+        };
+        let key = repo_of(url);
+        let cached = login
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let with = |token: &str| {
+            let mut h: Vec<(header::HeaderName, String)> =
+                headers.iter().map(|(n, v)| (n.clone(), (*v).to_owned())).collect();
+            h.push((header::AUTHORIZATION, format!("Bearer {token}")));
+            h
+        };
+        if let Some(t) = &cached {
+            let h = with(t);
+            let refs: Vec<(header::HeaderName, &str)> = h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
+            let (reply, elapsed) = self.send(method.clone(), url, &refs, body.clone()).await?;
+            if reply.status != StatusCode::UNAUTHORIZED {
+                return Ok((reply, elapsed));
+            }
+        }
+        let (reply, elapsed) = self.send(method.clone(), url, headers, body.clone()).await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return Ok((reply, elapsed));
+        }
+        let token = self.fetch_token(login, &reply).await?;
+        login
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, token.clone());
+        let h = with(&token);
+        let refs: Vec<(header::HeaderName, &str)> = h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
+        self.send(method, url, &refs, body).await
+    }
+
+    /// One request as given, read whole, timed.
+    async fn send(
         &self,
         method: Method,
         url: &str,
@@ -643,6 +768,11 @@ mod tests {
             .build()
             .unwrap();
         let _g = rt.enter();
+        assert_eq!(repo_of("http://h:1/v2/a/b/manifests/t"), "a/b");
+        assert_eq!(repo_of("http://h:1/v2/"), "");
+        let p = challenge_params("Bearer realm=\"http://h/token\",service=\"s\",scope=\"repository:a:pull,push\"");
+        assert_eq!(p["scope"], "repository:a:pull,push");
+        assert_eq!(p["realm"], "http://h/token");
         assert!(Registry::new(&[]).is_err());
         assert!(Registry::new(&["127.0.0.1:5000".into()]).is_err());
         let r = Registry::new(&["http://127.0.0.1:5000/".into()]).unwrap();

@@ -80,6 +80,10 @@ struct Args {
     /// wrote; pull-large-warm then repeats the pull with a warm cache.
     #[arg(long)]
     drop_caches: bool,
+    /// Log in as USER:PASSWORD_FILE for a registry that checks access: the
+    /// token flow, a token per repository, as docker does.
+    #[arg(long, value_name = "USER:PASSWORD_FILE")]
+    login: Option<String>,
     /// Print runs side by side instead of running anything: LABEL=FILE of
     /// `--json` output (the first is the baseline), or LABEL=SKIPPED… .
     #[arg(long = "table", value_name = "LABEL=FILE", conflicts_with = "targets")]
@@ -130,6 +134,14 @@ fn run(args: Args) -> Result<bool> {
 
 async fn run_workloads(args: Args) -> Result<bool> {
     let mut reg = Registry::new(&args.targets)?;
+    if let Some(login) = &args.login {
+        let (user, file) = login
+            .split_once(':')
+            .ok_or(stowage_benches::error::Error::Usage("--login USER:PASSWORD_FILE"))?;
+        let password = std::fs::read_to_string(file)
+            .map_err(|_| stowage_benches::error::Error::Usage("--login: cannot read the password file"))?;
+        reg = reg.with_login(user, password.lines().next().unwrap_or(""));
+    }
     let mut tally = Tally::default();
     for node in 0..reg.nodes() {
         reg.ping(node, &mut tally).await?;

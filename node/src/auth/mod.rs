@@ -160,8 +160,22 @@ pub struct Auth {
     consensus: Arc<Consensus>,
     pub settings: AuthSettings,
     verifier: Arc<Verifier>,
-    policy: Mutex<Option<(u64, Arc<Policy>)>>,
+    view: Mutex<Option<(u64, Arc<View>)>>,
 }
+
+/// What every request consults, read once per access version: the
+/// compiled rules, the signing keys, and whether access control is on.
+struct View {
+    policy: Policy,
+    keys: Vec<SigningKey>,
+    has_accounts: bool,
+    accounts: std::collections::HashMap<AccountName, Account>,
+    /// Tokens already verified under these keys (the claims, by token).
+    verified: Mutex<std::collections::HashMap<String, token::Claims>>,
+}
+
+/// Verified tokens kept per view; a view lives until the next access change.
+const VERIFIED_TOKENS: usize = 10_000;
 
 fn rejection(r: Rejection) -> Error {
     Error::AccessChange(match r {
@@ -182,26 +196,41 @@ impl Auth {
             consensus,
             settings,
             verifier: Arc::new(Verifier::default()),
-            policy: Mutex::new(None),
+            view: Mutex::new(None),
         })
     }
 
     /// Whether requests are checked at all.
     pub fn enforced(&self) -> Result<bool> {
-        Ok(self.settings.enforce_from_start || self.store.meta.has_accounts()?)
+        Ok(self.settings.enforce_from_start || self.view()?.has_accounts)
     }
 
-    fn policy(&self) -> Result<Arc<Policy>> {
+    /// The current view, rebuilt only when an access command was applied
+    /// since (every one bumps the version).
+    fn view(&self) -> Result<Arc<View>> {
         let version = self.store.meta.access_version()?;
-        let mut cached = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, p)) = cached.as_ref() {
+        let mut cached = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, view)) = cached.as_ref() {
             if *v == version {
-                return Ok(p.clone());
+                return Ok(view.clone());
             }
         }
-        let p = Arc::new(Policy::new(self.store.meta.access_rules()?));
-        *cached = Some((version, p.clone()));
-        Ok(p)
+        let accounts: std::collections::HashMap<AccountName, Account> = self
+            .store
+            .meta
+            .accounts()?
+            .into_iter()
+            .map(|a| (a.name.clone(), a))
+            .collect();
+        let view = Arc::new(View {
+            policy: Policy::new(self.store.meta.access_rules()?),
+            keys: self.store.meta.signing_keys()?,
+            has_accounts: !accounts.is_empty(),
+            accounts,
+            verified: Mutex::default(),
+        });
+        *cached = Some((version, view.clone()));
+        Ok(view)
     }
 
     pub fn challenge(&self, headers: &HeaderMap, authority: Option<&str>) -> Challenge {
@@ -263,9 +292,6 @@ impl Auth {
         Ok(account)
     }
 
-    fn keys(&self) -> Result<Vec<SigningKey>> {
-        Ok(self.store.meta.signing_keys()?)
-    }
 
     /// Who sent `headers`. A bad credential is a 401 even where anonymous
     /// access would do: a client that sent one expects it to count.
@@ -305,14 +331,38 @@ impl Auth {
             });
         }
         if scheme.eq_ignore_ascii_case("bearer") {
-            let claims = token::verify(rest, &self.keys()?, &self.settings.service)
-                .map_err(|why| unauthorized(&why))?;
+            let claims = self.verify_token(rest).map_err(|why| unauthorized(&why))?;
             if claims.token_use != TokenUse::Access {
                 return Err(unauthorized("a refresh token is not an access token"));
             }
             return self.caller_of(&claims).await.map_err(|e| with_challenge(e, challenge));
         }
         Err(unauthorized("unsupported Authorization scheme"))
+    }
+
+    /// A token's claims: checked once (signature, audience, expiry), then
+    /// remembered until it expires or the access state changes.
+    fn verify_token(&self, t: &str) -> std::result::Result<token::Claims, String> {
+        let view = self.view().map_err(|e| e.to_string())?;
+        let now = now_ms() / 1000;
+        {
+            let verified = view.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = verified.get(t) {
+                if c.exp > now {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let claims = token::verify(t, &view.keys, &self.settings.service)?;
+        let mut verified = view.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.retain(|_, c| c.exp > now);
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(t.to_owned(), claims.clone());
+        Ok(claims)
     }
 
     /// The caller a verified token speaks for, if its account still exists
@@ -328,7 +378,8 @@ impl Auth {
             challenge: String::new(),
         };
         let name = AccountName::parse(&claims.sub).map_err(|_| gone())?;
-        let account = self.store.meta.account(&name)?.ok_or_else(gone)?;
+        let view = self.view()?;
+        let account = view.accounts.get(&name).cloned().ok_or_else(gone)?;
         if account.generation != claims.gen || account.expired(now_ms()) {
             return Err(gone());
         }
@@ -358,9 +409,9 @@ impl Auth {
                 _ => Ok(()),
             },
             Need::Admin => {
-                let policy = self.policy()?;
+                let view = self.view()?;
                 match caller {
-                    Caller::Account { .. } if policy.is_admin(caller.who()) => Ok(()),
+                    Caller::Account { .. } if view.policy.is_admin(caller.who()) => Ok(()),
                     Caller::Account { name, .. } => {
                         Err(Error::Denied(format!("{name} is not a cluster administrator")))
                     }
@@ -372,7 +423,7 @@ impl Auth {
             }
             Need::Repo { repo, actions } => {
                 let scope = format!("repository:{repo}:{}", scope_words(*actions));
-                let rights = self.policy()?.rights(caller.who(), repo.as_str());
+                let rights = self.view()?.policy.rights(caller.who(), repo.as_str());
                 if !rights.allows(*actions) {
                     return match caller {
                         Caller::Account { name, .. } => Err(Error::Denied(format!(
@@ -411,7 +462,7 @@ impl Auth {
         if matches!(caller, Caller::Open) {
             return Ok(true);
         }
-        Ok(self.policy()?.rights(caller.who(), repo).allows(Actions::PULL))
+        Ok(self.view()?.policy.rights(caller.who(), repo).allows(Actions::PULL))
     }
 
     // ---- the token endpoint ----
@@ -441,7 +492,7 @@ impl Auth {
                 reason: why,
                 challenge: challenge.bearer(None, false),
             };
-            let claims = token::verify(r, &self.keys()?, &self.settings.service).map_err(bad)?;
+            let claims = self.verify_token(r).map_err(bad)?;
             if claims.token_use != TokenUse::Refresh || claims.sub.is_empty() {
                 return Err(bad("not a refresh token".into()));
             }
@@ -451,7 +502,8 @@ impl Auth {
         } else {
             Caller::Open
         };
-        let policy = self.policy()?;
+        let view = self.view()?;
+        let policy = &view.policy;
         let mut access = Vec::new();
         for s in scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
             let Some((kind, name, wanted)) = token::parse_scope(s) else {
@@ -523,13 +575,12 @@ impl Auth {
 
     /// The key new tokens are signed with, made on first need.
     async fn signing_key(&self) -> Result<SigningKey> {
-        if let Some(k) = self.keys()?.into_iter().find(|k| k.retired_ms.is_none()) {
+        let current = |view: Arc<View>| view.keys.iter().find(|k| k.retired_ms.is_none()).cloned();
+        if let Some(k) = current(self.view()?) {
             return Ok(k);
         }
         self.rotate_key().await?;
-        self.keys()?
-            .into_iter()
-            .find(|k| k.retired_ms.is_none())
+        current(self.view()?)
             .ok_or_else(|| Error::Unavailable("no token signing key yet".into()))
     }
 
