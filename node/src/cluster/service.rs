@@ -283,26 +283,87 @@ pub async fn change_members(
                 info.incarnation = Some(h.incarnation);
             }
             tracing::info!(node = %id, %info, "adding a learner; it is promoted once caught up");
-            in_turn(|| raft.add_learner(id, info.clone(), true))
-                .await
-                .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
-            in_turn(|| {
-                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            })
-            .await
-            .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+            join(raft, id, info.clone()).await?;
             Ok(format!("node {id} ({info}) is a voter"))
         }
         MemberChange::Remove(id) => {
-            in_turn(|| {
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            })
-            .await
-            .map_err(|e| format!("removing node {id}: {e}"))?;
+            use openraft::async_runtime::WatchReceiver;
+            let membership = raft.metrics().borrow_watched().membership_config.clone();
+            let is_voter = membership.membership().voter_ids().any(|v| v == id);
+            let is_node = membership.membership().get_node(&id).is_some();
+            if !is_node {
+                return Err(format!("node {id} is not a member"));
+            }
+            // A learner (an add that never caught up, say) only leaves
+            // the nodes; a voter leaves the voters and, not retained, the
+            // nodes with them.
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            in_turn(|| raft.change_membership(change.clone(), false))
+                .await
+                .map_err(|e| format!("removing node {id}: {e}"))?;
             Ok(format!("node {id} is no longer a member"))
         }
         MemberChange::Replace(id) => replace(raft, peers, me, id).await,
     }
+}
+
+/// A learner that has made no progress for this long is not promoted: the
+/// change answers with an error and the node stays a learner (which costs
+/// no quorum) until it is removed or the add is run again.
+const LEARNER_STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Adds `id` as a learner, waits while it catches up, and promotes it to
+/// voter only once it has: a node that never answers can never become a
+/// voter and cost the cluster its quorum.
+async fn join(raft: &Raft, id: NodeId, info: NodeInfo) -> Result<(), String> {
+    use openraft::async_runtime::WatchReceiver;
+    in_turn(|| raft.add_learner(id, info.clone(), false))
+        .await
+        .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+    // Caught up to the log as it was when it joined: under a steady write
+    // load it would otherwise chase the end forever (the rest is a few
+    // entries, which a voter catches up like any other).
+    let target = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+    let mut last_progress = tokio::time::Instant::now();
+    let mut best: Option<u64> = None;
+    loop {
+        let m = raft.metrics().borrow_watched().clone();
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map(|l| l.index);
+        if matched.is_some_and(|i| i >= target) {
+            break;
+        }
+        if matched > best {
+            best = matched;
+            last_progress = tokio::time::Instant::now();
+        }
+        if m.replication.is_none() {
+            return Err(format!(
+                "this node stopped leading while node {id} caught up; it stays a learner: run the add again"
+            ));
+        }
+        if last_progress.elapsed() > LEARNER_STALL {
+            return Err(format!(
+                "node {id} was added as a learner but made no progress for {} s (does it run at {} with the \
+                 cluster's --peer list?); it stays a learner, which costs no quorum: `stowage members remove {id}` \
+                 cancels, running the add again promotes it once it has caught up",
+                LEARNER_STALL.as_secs(),
+                info.rpc_addr
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    in_turn(|| raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
+        .await
+        .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+    Ok(())
 }
 
 /// How long a membership change waits for one already in flight (such as
@@ -380,12 +441,7 @@ async fn replace(raft: &Raft, peers: &Peers, me: NodeId, id: NodeId) -> Result<S
     in_turn(|| raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
         .await
         .map_err(|e| format!("removing node {id} from the voters: {e}"))?;
-    in_turn(|| raft.add_learner(id, new.clone(), true))
-        .await
-        .map_err(|e| format!("re-adding node {id} as a learner: {e}"))?;
-    in_turn(|| raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false))
-        .await
-        .map_err(|e| format!("promoting node {id} to voter: {e}"))?;
+    join(raft, id, new).await?;
     Ok(format!(
         "node {id} is a voter again, with incarnation {}",
         h.incarnation

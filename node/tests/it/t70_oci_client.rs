@@ -103,3 +103,39 @@ async fn push_pull_tags_and_referrers_with_oci_client() {
         assert!(filtered.manifests.is_empty());
     }
 }
+
+/// oci-client unmodified against a node with access control: it follows
+/// the Bearer challenge to the token endpoint with Basic credentials, and
+/// without credentials it is refused.
+#[tokio::test]
+async fn oci_client_pushes_and_pulls_through_the_token_flow() {
+    let node = Node::start(bin());
+    let r = client()
+        .post(format!("{}/_stowage/users", node.url))
+        .json(&json!({"name": "oci-user", "password": "oci-user-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let auth = RegistryAuth::Basic("oci-user".into(), "oci-user-pass".into());
+    let c = oci(false);
+    let layers = vec![ImageLayer::oci_v1(data(9, 50_000), None)];
+    let config = Config::oci_v1(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), None);
+    let reference: Reference = format!("{}/secure/app:v1", node.host).parse().unwrap();
+    c.push(&reference, &layers, config, &auth, None)
+        .await
+        .unwrap_or_else(|e| panic!("push with credentials: {e}"));
+    let image = c
+        .pull(&reference, &auth, vec![IMAGE_LAYER_MEDIA_TYPE])
+        .await
+        .unwrap();
+    assert_eq!(sha256(&image.layers[0].data), sha256(&layers[0].data));
+    let anonymous = oci(false);
+    assert!(
+        anonymous
+            .pull(&reference, &RegistryAuth::Anonymous, vec![IMAGE_LAYER_MEDIA_TYPE])
+            .await
+            .is_err(),
+        "an anonymous pull is refused"
+    );
+}
