@@ -111,6 +111,10 @@ pub struct Config {
     /// Failed logins one client address may make per minute before it gets
     /// 429s for the rest of that minute.
     pub max_failed_logins_per_minute: u32,
+    /// Client connections held at once; beyond it a new connection gets a
+    /// 503 and is closed. 0: what the open-files limit (raised to its hard
+    /// limit at start) leaves after a reserve of a quarter (at least 256).
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -154,6 +158,7 @@ impl Default for Config {
             token_service: "stowage".into(),
             token_realm: None,
             max_failed_logins_per_minute: 10,
+            max_connections: 0,
         }
     }
 }

@@ -64,6 +64,29 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Raises the soft limit on open files to the hard one (service managers
+/// often start processes at 256 or 1024, which a few hundred idle sockets
+/// exhaust), and returns how many client connections to hold at once:
+/// `max_connections`, or what the limit leaves after a reserve for chunk
+/// files, the metadata store and cluster connections.
+fn connection_limit(config: &Config) -> usize {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(s, _)| s)
+        }
+    };
+    let reserve = (soft / 4).max(256);
+    let auto = usize::try_from(soft.saturating_sub(reserve)).unwrap_or(usize::MAX).clamp(16, 65_536);
+    let limit = match config.max_connections {
+        0 => auto,
+        n => n,
+    };
+    tracing::debug!(open_files = soft, max_connections = limit, "connection limit");
+    limit
+}
+
 /// A node reachable beyond this machine with no accounts would let anyone
 /// push, delete and change the membership: refuse unless asked for.
 fn refuse_open_exposure(config: &Config, store: &Store) -> anyhow::Result<()> {
@@ -182,6 +205,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(HealthBoard::new(store.clone()));
 
     refuse_open_exposure(&config, &store)?;
+    let max_connections = connection_limit(&config);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -297,6 +321,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(crate::http::Api {
             reg: registry,
             auth,
+            max_connections,
         }),
         stop,
         Duration::from_secs(config.shutdown_grace_secs),

@@ -35,10 +35,34 @@ use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 
-/// What the edge serves with: the registry, and who may use it.
+/// What the edge serves with: the registry, who may use it, and how many
+/// connections it holds at once.
 pub struct Api {
     pub reg: Arc<Registry>,
     pub auth: Arc<Auth>,
+    pub max_connections: usize,
+}
+
+/// What a connection beyond `max_connections` gets before it is closed:
+/// a clear answer instead of a node that stops accepting.
+fn busy_response() -> Vec<u8> {
+    let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"too many open connections; retry","detail":null}]}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Retry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers and closes a connection the node has no room for.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&busy_response()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A client gets this long to send its request headers, so idle or
@@ -146,6 +170,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(api.max_connections.max(1)));
+    let mut warned_busy: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -158,6 +184,14 @@ pub async fn serve(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if warned_busy.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(max_connections = api.max_connections, "at the connection limit: answering 503 to new connections");
+                        warned_busy = Some(std::time::Instant::now());
+                    }
+                    tokio::spawn(refuse_busy(stream));
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
@@ -172,6 +206,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,

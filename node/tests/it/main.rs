@@ -5,6 +5,8 @@ mod common;
 
 /// Version check, health, routing errors.
 mod t10_basics;
+/// Open-files limit and the connection cap.
+mod t15_limits;
 /// Blob reads, ranges, deletes, monolithic pushes, digest checks.
 mod t20_blobs;
 /// Upload sessions: chunked PATCHes, status, cancel, mounts, resumption.
