@@ -115,6 +115,12 @@ pub struct Config {
     /// 503 and is closed. 0: what the open-files limit (raised to its hard
     /// limit at start) leaves after a reserve of a quarter (at least 256).
     pub max_connections: usize,
+    /// A client gets this long to send a request's headers (also the idle
+    /// time after which a keep-alive connection with no request is closed).
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long fails; an upload
+    /// session then resumes at its last stored offset.
+    pub body_idle_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -159,6 +165,8 @@ impl Default for Config {
             token_realm: None,
             max_failed_logins_per_minute: 10,
             max_connections: 0,
+            header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 60,
         }
     }
 }

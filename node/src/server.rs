@@ -278,6 +278,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         upload_expiry: Duration::from_secs(config.upload_expiry_secs),
         max_inflight_chunk_writes: config.max_inflight_chunk_writes,
         replication,
+        body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
     };
     let workers = Arc::new(Workers::default());
     let lifecycle = Lifecycle::new(
@@ -322,6 +323,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             reg: registry,
             auth,
             max_connections,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
         }),
         stop,
         Duration::from_secs(config.shutdown_grace_secs),

@@ -41,6 +41,9 @@ pub struct Api {
     pub reg: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub max_connections: usize,
+    /// Time to send a request's headers, the first byte of a connection
+    /// included (`header_read_timeout_secs`).
+    pub header_read_timeout: Duration,
 }
 
 /// What a connection beyond `max_connections` gets before it is closed:
@@ -65,9 +68,6 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// A client gets this long to send its request headers, so idle or
-/// malicious connections cannot pin resources.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Body> {
     let method = req.method().clone();
@@ -168,7 +168,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(api.header_read_timeout);
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(api.max_connections.max(1)));
     let mut warned_busy: Option<std::time::Instant> = None;
@@ -194,16 +194,27 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let first_byte = api.header_read_timeout;
                 let api = api.clone();
                 let peer = Some(peer.ip());
                 let svc = service_fn(move |req| {
                     let api = api.clone();
                     async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // The HTTP version detection, before hyper's own
+                    // timeouts, waits for a first byte forever: a
+                    // connection that never sends one would hold its slot
+                    // for good.
+                    let mut probe = [0u8; 1];
+                    match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(slot);

@@ -31,6 +31,9 @@ pub struct Ingest {
     /// Caps chunk writes in flight across all uploads, which caps the memory
     /// they hold at `permits × chunk size`.
     pub write_permits: Arc<Semaphore>,
+    /// A body that sends nothing for this long fails, so a stalled client
+    /// does not hold its upload session (and its lock) forever.
+    pub body_idle: std::time::Duration,
 }
 
 /// The chunks of one body, durably stored.
@@ -98,7 +101,7 @@ impl Ingest {
         let mut ended = false;
         // Gather the start of the body; a small body ends here.
         while head_bytes <= SMALL_BODY_BYTES {
-            match next_data(&mut body).await? {
+            match next_data(&mut body, self.body_idle).await? {
                 Some(data) => {
                     received += data.len() as u64;
                     check_limit(received, limit_bytes)?;
@@ -209,7 +212,7 @@ impl Ingest {
             for data in head {
                 frame_tx.send(data).await.map_err(|_| pipeline_broke())?;
             }
-            while let Some(data) = next_data(&mut body).await? {
+            while let Some(data) = next_data(&mut body, self.body_idle).await? {
                 received += data.len() as u64;
                 check_limit(received, limit_bytes)?;
                 frame_tx.send(data).await.map_err(|_| pipeline_broke())?;
@@ -244,13 +247,19 @@ fn pipeline_broke() -> Error {
     Error::Unavailable("the upload pipeline stopped".into())
 }
 
-async fn next_data<B>(body: &mut B) -> Result<Option<Bytes>>
+async fn next_data<B>(body: &mut B, idle: std::time::Duration) -> Result<Option<Bytes>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     loop {
-        match body.frame().await {
+        let frame = tokio::time::timeout(idle, body.frame()).await.map_err(|_| {
+            Error::Body(format!(
+                "the body sent nothing for {} s; the session resumes at its last stored offset",
+                idle.as_secs()
+            ))
+        })?;
+        match frame {
             None => return Ok(None),
             Some(Err(e)) => return Err(Error::Body(e.to_string())),
             Some(Ok(frame)) => {

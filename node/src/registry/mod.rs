@@ -42,6 +42,8 @@ pub struct Settings {
     pub upload_expiry: Duration,
     pub max_inflight_chunk_writes: usize,
     pub replication: Replication,
+    /// A request body idle this long fails (`body_idle_timeout_secs`).
+    pub body_idle_timeout: Duration,
 }
 
 pub struct Registry {
@@ -87,6 +89,7 @@ impl Registry {
         let ingest = Ingest {
             chunks: chunks.clone(),
             write_permits: Arc::new(Semaphore::new(settings.max_inflight_chunk_writes.max(1))),
+            body_idle: settings.body_idle_timeout,
         };
         Arc::new(Registry {
             settings,
