@@ -247,12 +247,13 @@ impl ChunkIo {
         }
         let me = self.me();
         let (members, _) = self.members();
-        // A peer known to be down would only cost the pull the timeout.
-        let asks = members
+        // Every peer is asked at once, and the answer comes as soon as the
+        // peers that answered cover every missing chunk: a peer that
+        // vanished (or one this node wrongly thinks down) costs the pull
+        // its timeout only when its answer is the one that matters.
+        let mut asks: futures_util::stream::FuturesUnordered<_> = members
             .iter()
-            .filter(|(id, info)| {
-                **id != me && !info.rpc_addr.is_empty() && !self.peers.is_down(**id)
-            })
+            .filter(|(id, info)| **id != me && !info.rpc_addr.is_empty())
             .map(|(id, info)| {
                 let ids = missing.clone();
                 async move {
@@ -266,13 +267,22 @@ impl ChunkIo {
                         _ => vec![false; ids.len()],
                     }
                 }
-            });
-        let answers = futures_util::future::join_all(asks).await;
+            })
+            .collect();
+        let mut held = vec![false; missing.len()];
+        while !held.iter().all(|h| *h) {
+            let Some(answer) = futures_util::StreamExt::next(&mut asks).await else {
+                break;
+            };
+            for (h, a) in held.iter_mut().zip(answer) {
+                *h |= a;
+            }
+        }
         let unheld: Vec<ChunkId> = missing
             .iter()
-            .enumerate()
-            .filter(|(i, _)| !answers.iter().any(|a| a.get(*i).copied().unwrap_or(false)))
-            .map(|(_, id)| *id)
+            .zip(&held)
+            .filter(|(_, h)| !**h)
+            .map(|(id, _)| *id)
             .collect();
         let missing = unheld;
         match missing.first() {
