@@ -134,6 +134,54 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
     })
     .await;
 
+    // A robot created through node 1 pushes through node 2; revoked
+    // through node 3, it is refused on node 2.
+    let r = c
+        .post(format!("{u1}/_stowage/robots"))
+        .basic_auth("root", Some(ROOT_PW))
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let robot = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let r = c
+        .post(format!("{u1}/_stowage/access"))
+        .basic_auth("root", Some(ROOT_PW))
+        .json(&json!({"op": "grant", "pattern": "ci/**", "subject": "ci", "actions": "push"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let robot_push = |url: String, n: u64| {
+        let c = c.clone();
+        let robot = robot.clone();
+        async move {
+            let blob = format!("robot blob {n}").into_bytes();
+            status_of(
+                c.post(format!("{url}/v2/ci/app/blobs/uploads/?digest={}", sha256(&blob)))
+                    .basic_auth("ci", Some(&robot))
+                    .body(blob),
+            )
+            .await
+        }
+    };
+    eventually("the robot pushes through node 2", StatusCode::CREATED, async || {
+        robot_push(u2.clone(), 1).await
+    })
+    .await;
+    let r = c
+        .delete(format!("{u3}/_stowage/robots/ci"))
+        .basic_auth("root", Some(ROOT_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    eventually("the revoked robot on node 2", StatusCode::UNAUTHORIZED, async || {
+        robot_push(u2.clone(), 2).await
+    })
+    .await;
+
     // Key rotation through node 3: tokens signed before still verify.
     let r = c
         .post(format!("{u3}/_stowage/keys"))
