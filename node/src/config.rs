@@ -111,6 +111,12 @@ pub struct Config {
     /// Failed logins one client address may make per minute before it gets
     /// 429s for the rest of that minute.
     pub max_failed_logins_per_minute: u32,
+    /// PEM certificate chain (the node's certificate first) served on
+    /// `listen`; with `tls_key_file`, the registry port speaks HTTPS only.
+    /// Re-read on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -154,6 +160,8 @@ impl Default for Config {
             token_service: "stowage".into(),
             token_realm: None,
             max_failed_logins_per_minute: 10,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -257,7 +265,29 @@ impl Config {
         if self.cluster_rpc_timeout_ms == Some(0) {
             return invalid("cluster_rpc_timeout_ms", "must be positive");
         }
+        // Half a pair would either serve plain HTTP where HTTPS was meant
+        // or fail later with a less direct message.
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return invalid("tls_key_file", "must be set when tls_cert_file is");
+            }
+            (None, Some(_)) => {
+                return invalid("tls_cert_file", "must be set when tls_key_file is");
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The certificate and key the registry port serves with, if HTTPS is on.
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// Where peers reach this node's cluster RPC ("" for a single node).
@@ -347,6 +377,7 @@ impl Config {
             max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
             enforce_from_start: self.admin_password_file.is_some(),
             realm: self.token_realm.clone(),
+            tls: self.tls().is_some(),
         }
     }
 
@@ -424,6 +455,25 @@ mod tests {
             ..Config::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let c: Config =
+            toml::from_str("tls_cert_file = \"/etc/stowage/node.pem\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_key_file"), "{e}");
+        let c: Config = toml::from_str("tls_key_file = \"/etc/stowage/key.pem\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_cert_file"), "{e}");
+        assert!(!Config::default().auth().tls);
+        let c: Config = toml::from_str(
+            "tls_cert_file = \"/etc/stowage/node.pem\"\ntls_key_file = \"/etc/stowage/key.pem\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.auth().tls);
+        assert_eq!(c.tls().unwrap().key, PathBuf::from("/etc/stowage/key.pem"));
     }
 
     #[test]
