@@ -1,7 +1,8 @@
 //! The OCI Distribution HTTP API on hyper 1: accepts connections, parses
 //! each request into an `Endpoint`, runs its handler, and maps any error to
-//! OCI error JSON in one place. Shuts down gracefully: stop accepting,
-//! finish requests in flight, then return.
+//! OCI error JSON in one place. Speaks HTTPS when given a `Tls` (HTTP/2 or
+//! HTTP/1.1 by ALPN). Shuts down gracefully: stop accepting, finish
+//! requests in flight, then return.
 //!
 //! Layout: `router.rs` (path → `Endpoint`), `access.rs` (what each
 //! endpoint needs of the caller, the token endpoint, the accounts and rules
@@ -27,13 +28,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use self::body::Body;
 use self::router::{Endpoint, Query};
 use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::tls::Tls;
 
 /// What the edge serves with: the registry, and who may use it.
 pub struct Api {
@@ -44,6 +49,10 @@ pub struct Api {
 /// A client gets this long to send its request headers, so idle or
 /// malicious connections cannot pin resources.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client gets this long to finish the TLS handshake, for the same
+/// reason: a connection that never completes one must not stay open.
+const TLS_HANDSHAKE_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
 
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Body> {
     let method = req.method().clone();
@@ -132,10 +141,12 @@ fn check_host(version: Version, headers: &HeaderMap) -> Result<()> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then waits up to
-/// `drain` for requests in flight.
+/// `drain` for requests in flight. With `tls`, every connection is TLS,
+/// accepted with the configuration current when it arrived.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -162,17 +173,39 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
                 let peer = Some(peer.ip());
-                let svc = service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                // Taken now, so shutdown also waits for (and then closes)
+                // a connection still in its TLS handshake.
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_connection(builder, stream, api, peer, watcher));
                     }
-                });
+                    Some(tls) => {
+                        let acceptor = TlsAcceptor::from(tls.current());
+                        tokio::spawn(async move {
+                            // One client's failed or stalled handshake is its
+                            // own problem: log it quietly, never stop accepting.
+                            let stream = match tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(?peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            serve_connection(builder, stream, api, peer, watcher).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -182,6 +215,27 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain) => tracing::warn!("gave up waiting for open connections"),
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection, plain or TLS, until it
+/// closes or shutdown ends it.
+async fn serve_connection<S>(
+    builder: auto::Builder<TokioExecutor>,
+    stream: S,
+    api: Arc<Api>,
+    peer: Option<IpAddr>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
