@@ -104,10 +104,13 @@ pub fn issue_node(dir: &Path, id: u64, names: &NodeNames) -> Result<Issued, TlsE
     dn.push(DnType::CommonName, format!("stowage node {id}"));
     params.distinguished_name = dn;
     for name in &names.dns {
-        let ia5 = name.as_str().try_into().map_err(|source| TlsError::DnsName {
-            name: name.clone(),
-            source,
-        })?;
+        let ia5 = name
+            .as_str()
+            .try_into()
+            .map_err(|source| TlsError::DnsName {
+                name: name.clone(),
+                source,
+            })?;
         params.subject_alt_names.push(SanType::DnsName(ia5));
     }
     params
@@ -180,7 +183,11 @@ mod tests {
         assert_eq!(mode(&ca.cert), 0o644);
         let before = std::fs::read(&ca.key).unwrap();
         assert!(matches!(init_ca(&dir), Err(TlsError::Exists { .. })));
-        assert_eq!(std::fs::read(&ca.key).unwrap(), before, "the CA is untouched");
+        assert_eq!(
+            std::fs::read(&ca.key).unwrap(),
+            before,
+            "the CA is untouched"
+        );
 
         let names = NodeNames {
             dns: vec!["reg.example".into()],

@@ -38,7 +38,17 @@ struct Pki {
 fn pki(dir: &Path) -> Pki {
     let d = dir.to_str().unwrap();
     cert(&["init", "--dir", d]);
-    cert(&["node", "--dir", d, "--id", "1", "--ip", "127.0.0.1", "--dns", "localhost"]);
+    cert(&[
+        "node",
+        "--dir",
+        d,
+        "--id",
+        "1",
+        "--ip",
+        "127.0.0.1",
+        "--dns",
+        "localhost",
+    ]);
     Pki {
         ca: dir.join("ca.pem"),
         cert: dir.join("node-1.pem"),
@@ -53,7 +63,11 @@ fn client_trusting(ca: &Path, h2: bool) -> reqwest::Client {
     let b = reqwest::Client::builder()
         .tls_certs_only([ca])
         .timeout(Duration::from_secs(10));
-    let b = if h2 { b.http2_prior_knowledge() } else { b.http1_only() };
+    let b = if h2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
     b.build().unwrap()
 }
 
@@ -103,10 +117,14 @@ async fn clients_trusting_the_ca_get_in_over_h2_and_http1_others_do_not() {
 
     // A client trusting another CA fails the handshake, and the node keeps
     // accepting afterwards.
-    let e = get(&client_trusting(&other.ca, true), &url).await.unwrap_err();
+    let e = get(&client_trusting(&other.ca, true), &url)
+        .await
+        .unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     // So does plain HTTP against the TLS port.
-    assert!(get(&client(), &format!("http://{}/v2/", node.host)).await.is_err());
+    assert!(get(&client(), &format!("http://{}/v2/", node.host))
+        .await
+        .is_err());
     let r = get(&client_trusting(&a.ca, true), &url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -117,10 +135,17 @@ async fn the_token_realm_says_https() {
     let a = pki(&tmp.path().join("pki"));
     let pw = tmp.path().join("admin-pw");
     std::fs::write(&pw, "tls-admin-password\n").unwrap();
-    let (node, _log) = tls_node(tmp.path(), &a, &["--admin-password-file", pw.to_str().unwrap()]);
-    let r = get(&client_trusting(&a.ca, false), &format!("https://{}/v2/", node.host))
-        .await
-        .unwrap();
+    let (node, _log) = tls_node(
+        tmp.path(),
+        &a,
+        &["--admin-password-file", pw.to_str().unwrap()],
+    );
+    let r = get(
+        &client_trusting(&a.ca, false),
+        &format!("https://{}/v2/", node.host),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(
@@ -190,15 +215,19 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
     std::fs::copy(&b.cert, &a.cert).unwrap();
     std::fs::copy(&b.key, &a.key).unwrap();
     assert!(node.signal("HUP"));
-    eventually("a new connection trusting only the new CA", LIMIT, || async {
-        // A fresh client each time: a fresh connection, a fresh handshake.
-        let r = get(&client_trusting(&b.ca, true), &url).await?;
-        if r.status() == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("status {}", r.status()))
-        }
-    })
+    eventually(
+        "a new connection trusting only the new CA",
+        LIMIT,
+        || async {
+            // A fresh client each time: a fresh connection, a fresh handshake.
+            let r = get(&client_trusting(&b.ca, true), &url).await?;
+            if r.status() == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("status {}", r.status()))
+            }
+        },
+    )
     .await;
     assert!(node.is_running(), "SIGHUP did not stop the node");
 
@@ -237,10 +266,16 @@ async fn bad_files_on_sighup_keep_the_old_certificate() {
     // Garbage in both files: the same.
     std::fs::write(&a.cert, "garbage\n").unwrap();
     std::fs::write(&a.key, "garbage\n").unwrap();
-    let before = std::fs::read_to_string(&log).unwrap_or_default().matches("still serving").count();
+    let before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("still serving")
+        .count();
     assert!(node.signal("HUP"));
     eventually("the second refused reload", LIMIT, || async {
-        let n = std::fs::read_to_string(&log).unwrap_or_default().matches("still serving").count();
+        let n = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("still serving")
+            .count();
         if n > before {
             Ok(())
         } else {
