@@ -1,6 +1,7 @@
 //! The `stowage` command line: `serve` runs a node; `status`, `members`,
-//! `gc` and `scrub` talk to the admin API of any node. Flags override the config file, which
-//! overrides the defaults.
+//! `gc` and `scrub` talk to the admin API of any node; `cert` makes the
+//! cluster CA and node certificates, offline. Flags override the config
+//! file, which overrides the defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,39 @@ pub enum Command {
     /// Access rules: who may pull, push, delete or administer which
     /// repositories.
     Access(AccessArgs),
+    /// Certificates for HTTPS: a cluster CA, and node certificates it signs.
+    Cert(CertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    #[command(subcommand)]
+    pub action: CertAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Make a cluster CA in DIR: ca.pem (give it to clients) and
+    /// ca-key.pem (keep it private). Refuses to replace an existing one.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Make node N's certificate and key, signed by the CA in DIR:
+    /// node-N.pem and node-N-key.pem (replacing earlier ones).
+    Node {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The node's id (names the files).
+        #[arg(long, value_name = "N")]
+        id: u64,
+        /// A DNS name clients reach the node by; repeat for each.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// An IP address clients reach the node by; repeat for each.
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +360,13 @@ pub struct ServeArgs {
     /// the cluster has no account (`admin_password_file`).
     #[arg(long, value_name = "FILE")]
     pub admin_password_file: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS on --listen (`tls_cert_file`);
+    /// needs --tls-key-file. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (`tls_key_file`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -365,6 +406,12 @@ impl ServeArgs {
         if let Some(v) = &self.admin_password_file {
             c.admin_password_file = Some(v.clone());
         }
+        if let Some(v) = &self.tls_cert_file {
+            c.tls_cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key_file {
+            c.tls_key_file = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -381,6 +428,7 @@ pub fn main() -> ExitCode {
         Command::User(args) => admin_command(user(args)),
         Command::Robot(args) => admin_command(robot(args)),
         Command::Access(args) => admin_command(access(args)),
+        Command::Cert(args) => cert(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -389,6 +437,31 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    use crate::tls::certs;
+    match args.action {
+        CertAction::Init { dir } => {
+            let ca = certs::init_ca(&dir)?;
+            println!(
+                "CA certificate: {} (clients trust this)\nCA key: {} (keep it private; it signs node certificates)",
+                ca.cert.display(),
+                ca.key.display()
+            );
+        }
+        CertAction::Node { dir, id, dns, ips } => {
+            let node = certs::issue_node(&dir, id, &certs::NodeNames { dns, ips })?;
+            println!(
+                "certificate: {}\nkey: {}\nserve with --tls-cert-file {} --tls-key-file {}",
+                node.cert.display(),
+                node.key.display(),
+                node.cert.display(),
+                node.key.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn admin_command(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

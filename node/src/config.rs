@@ -121,6 +121,12 @@ pub struct Config {
     /// A request body that sends nothing for this long fails; an upload
     /// session then resumes at its last stored offset.
     pub body_idle_timeout_secs: u64,
+    /// PEM certificate chain (the node's certificate first) served on
+    /// `listen`; with `tls_key_file`, the registry port speaks HTTPS only.
+    /// Re-read on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -167,6 +173,8 @@ impl Default for Config {
             max_connections: 0,
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -270,7 +278,29 @@ impl Config {
         if self.cluster_rpc_timeout_ms == Some(0) {
             return invalid("cluster_rpc_timeout_ms", "must be positive");
         }
+        // Half a pair would either serve plain HTTP where HTTPS was meant
+        // or fail later with a less direct message.
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return invalid("tls_key_file", "must be set when tls_cert_file is");
+            }
+            (None, Some(_)) => {
+                return invalid("tls_cert_file", "must be set when tls_key_file is");
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The certificate and key the registry port serves with, if HTTPS is on.
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// Where peers reach this node's cluster RPC ("" for a single node).
@@ -360,6 +390,7 @@ impl Config {
             max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
             enforce_from_start: self.admin_password_file.is_some(),
             realm: self.token_realm.clone(),
+            tls: self.tls().is_some(),
         }
     }
 
@@ -437,6 +468,25 @@ mod tests {
             ..Config::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let c: Config =
+            toml::from_str("tls_cert_file = \"/etc/stowage/node.pem\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_key_file"), "{e}");
+        let c: Config = toml::from_str("tls_key_file = \"/etc/stowage/key.pem\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_cert_file"), "{e}");
+        assert!(!Config::default().auth().tls);
+        let c: Config = toml::from_str(
+            "tls_cert_file = \"/etc/stowage/node.pem\"\ntls_key_file = \"/etc/stowage/key.pem\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.auth().tls);
+        assert_eq!(c.tls().unwrap().key, PathBuf::from("/etc/stowage/key.pem"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! barriers), `raft/` (openraft type config, log store, state machine,
 //! network), `cluster/` (peers, RPC services, bootstrap), `placement.rs`
 //! (where chunk copies go), `admin.rs` (status and membership), `config.rs`,
-//! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`.
+//! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`, `tls/`
+//! (HTTPS on the registry port, `stowage cert`).
 
 pub mod admin;
 pub mod auth;
@@ -26,4 +27,5 @@ pub mod placement;
 pub mod raft;
 pub mod registry;
 pub mod server;
+pub mod tls;
 pub mod workers;

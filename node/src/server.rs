@@ -1,8 +1,9 @@
 //! Starting and stopping a node: open storage, start Raft and the cluster
 //! RPC, bootstrap or rejoin the cluster in the background, start the
-//! background jobs (chunk lifecycle, upload expiry), serve HTTP until
-//! SIGTERM or Ctrl-C (or a start-up error the operator must fix), then
-//! drain requests, stop Raft and make the metadata durable.
+//! background jobs (chunk lifecycle, upload expiry), serve HTTP (or HTTPS,
+//! its certificate re-read on SIGHUP) until SIGTERM or Ctrl-C (or a
+//! start-up error the operator must fix), then drain requests, stop Raft
+//! and make the metadata durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +143,16 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Bad certificate files stop start-up before anything else is opened.
+    let tls = match config.tls() {
+        Some(files) => Some(Arc::new(crate::tls::Tls::load(files)?)),
+        None => None,
+    };
+    // Installed long before the address is announced, so a SIGHUP sent as
+    // soon as the node is up never meets the default action (exit).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    tokio::spawn(reload_on_hangup(hangups, tls.clone()));
     let store_config = StoreConfig {
         data_dir: config.data_dir.clone(),
         meta_cache_bytes: config.meta_cache_bytes,
@@ -306,7 +317,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         interval: Duration::from_secs(config.sweep_interval_secs),
     }));
 
-    tracing::info!(%addr, node = %id, zone = %config.zone, data_dir = %config.data_dir.display(), "stowage is serving");
+    tracing::info!(%addr, tls = tls.is_some(), node = %id, zone = %config.zone, data_dir = %config.data_dir.display(), "stowage is serving");
     // One line on stdout for scripts and tests that started us on port 0.
     println!("listening on {addr}");
 
@@ -325,6 +336,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_connections,
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
         }),
+        tls,
         stop,
         Duration::from_secs(config.shutdown_grace_secs),
     )
@@ -432,6 +444,34 @@ async fn greet_members(consensus: Arc<Consensus>, peers: Arc<Peers>, identity: A
             });
         }
         tokio::time::sleep(HELLO_EVERY).await;
+    }
+}
+
+/// SIGHUP re-reads the certificate and key: new connections get the new
+/// pair, open ones keep theirs. Bad files are logged and the old pair
+/// stays, so a half-finished rotation never takes the port down.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
+    while hangups.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+            continue;
+        };
+        let files = tls.files();
+        // Two small files: reading them on this task is cheaper than a
+        // blocking-pool hop and cannot stall the runtime noticeably.
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert = %files.cert.display(),
+                "SIGHUP: reloaded the TLS certificate"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: the TLS files are unusable; still serving the previous certificate"
+            ),
+        }
     }
 }
 

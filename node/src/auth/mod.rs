@@ -51,6 +51,9 @@ pub struct AuthSettings {
     /// The token endpoint clients are sent to; derived from the request's
     /// `Host` when unset.
     pub realm: Option<String>,
+    /// The registry port speaks HTTPS, so a realm derived from `Host` says
+    /// `https://` (clients refuse to send credentials to a downgraded one).
+    pub tls: bool,
 }
 
 /// Who made a request, once checked.
@@ -240,7 +243,8 @@ impl Auth {
                 .and_then(|h| h.to_str().ok())
                 .or(authority)
                 .unwrap_or("localhost");
-            format!("http://{host}/token")
+            let scheme = if self.settings.tls { "https" } else { "http" };
+            format!("{scheme}://{host}/token")
         });
         Challenge {
             realm,

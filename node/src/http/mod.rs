@@ -1,7 +1,8 @@
 //! The OCI Distribution HTTP API on hyper 1: accepts connections, parses
 //! each request into an `Endpoint`, runs its handler, and maps any error to
-//! OCI error JSON in one place. Shuts down gracefully: stop accepting,
-//! finish requests in flight, then return.
+//! OCI error JSON in one place. Speaks HTTPS when given a `Tls` (HTTP/2 or
+//! HTTP/1.1 by ALPN). Shuts down gracefully: stop accepting, finish
+//! requests in flight, then return.
 //!
 //! Layout: `router.rs` (path → `Endpoint`), `access.rs` (what each
 //! endpoint needs of the caller, the token endpoint, the accounts and rules
@@ -27,13 +28,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use self::body::Body;
 use self::router::{Endpoint, Query};
 use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::tls::Tls;
 
 /// What the edge serves with: the registry, who may use it, and how many
 /// connections it holds at once.
@@ -67,7 +72,6 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
     })
     .await;
 }
-
 
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Body> {
     let method = req.method().clone();
@@ -156,10 +160,12 @@ fn check_host(version: Version, headers: &HeaderMap) -> Result<()> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then waits up to
-/// `drain` for requests in flight.
+/// `drain` for requests in flight. With `tls`, every connection is TLS,
+/// accepted with the configuration current when it arrived.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -190,32 +196,44 @@ pub async fn serve(
                         tracing::warn!(max_connections = api.max_connections, "at the connection limit: answering 503 to new connections");
                         warned_busy = Some(std::time::Instant::now());
                     }
-                    tokio::spawn(refuse_busy(stream));
+                    // A TLS client could not read a plain answer: it is
+                    // just closed.
+                    if tls.is_none() {
+                        tokio::spawn(refuse_busy(stream));
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let first_byte = api.header_read_timeout;
                 let api = api.clone();
                 let peer = Some(peer.ip());
-                let svc = service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
-                });
-                let builder = builder.clone();
+                // Taken now, so shutdown also waits for (and then closes)
+                // a connection still in its TLS handshake.
                 let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
                 tokio::spawn(async move {
-                    // The HTTP version detection, before hyper's own
-                    // timeouts, waits for a first byte forever: a
-                    // connection that never sends one would hold its slot
-                    // for good.
+                    // The HTTP version detection (and a TLS handshake)
+                    // would wait for a first byte forever: a connection
+                    // that never sends one would hold its slot for good.
                     let mut probe = [0u8; 1];
                     match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    match acceptor {
+                        None => serve_connection(builder, stream, api, peer, watcher).await,
+                        Some(acceptor) => {
+                            // One client's failed or stalled handshake is its
+                            // own problem: log it quietly, never stop accepting.
+                            match tokio::time::timeout(first_byte, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => serve_connection(builder, s, api, peer, watcher).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
+                            }
+                        }
                     }
                     drop(slot);
                 });
@@ -228,6 +246,27 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain) => tracing::warn!("gave up waiting for open connections"),
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection, plain or TLS, until it
+/// closes or shutdown ends it.
+async fn serve_connection<S>(
+    builder: auto::Builder<TokioExecutor>,
+    stream: S,
+    api: Arc<Api>,
+    peer: Option<IpAddr>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

@@ -27,5 +27,8 @@ mod t72_docker;
 mod t80_crash;
 /// Users, robots, rules and tokens; the attack cases of access control.
 mod t85_auth;
+/// HTTPS with `stowage cert` certificates: h2 and HTTP/1.1, skopeo with a
+/// cert dir, SIGHUP reload, bad files kept out.
+mod t86_tls;
 /// A 2 GiB push stays in bounded memory.
 mod t90_memory;
