@@ -127,6 +127,14 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA (PEM, from `stowage cert init`): with the two keys
+    /// below, the cluster RPC speaks mTLS, and a peer whose certificate
+    /// this CA did not sign is refused at the handshake.
+    pub cluster_tls_ca_file: Option<PathBuf>,
+    /// This node's certificate for the cluster RPC (server and client).
+    pub cluster_tls_cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub cluster_tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -175,6 +183,9 @@ impl Default for Config {
             body_idle_timeout_secs: 60,
             tls_cert_file: None,
             tls_key_file: None,
+            cluster_tls_ca_file: None,
+            cluster_tls_cert_file: None,
+            cluster_tls_key_file: None,
         }
     }
 }
@@ -261,6 +272,17 @@ impl Config {
             return invalid(
                 "raft_election_timeout_ms",
                 "must be at least five times raft_heartbeat_ms (followers honour a silent leader for two thirds of it)",
+            );
+        }
+        let cluster_tls = [
+            self.cluster_tls_ca_file.is_some(),
+            self.cluster_tls_cert_file.is_some(),
+            self.cluster_tls_key_file.is_some(),
+        ];
+        if cluster_tls.contains(&true) && cluster_tls.contains(&false) {
+            return invalid(
+                "cluster_tls_ca_file",
+                "cluster_tls_ca_file, cluster_tls_cert_file and cluster_tls_key_file go together: set all three or none",
             );
         }
         if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs < self.token_ttl_secs {
@@ -392,6 +414,34 @@ impl Config {
             realm: self.token_realm.clone(),
             tls: self.tls().is_some(),
         }
+    }
+
+    /// mTLS for the cluster RPC, both ends, if the three files are set.
+    pub fn cluster_tls(
+        &self,
+    ) -> anyhow::Result<Option<(tonic::transport::ServerTlsConfig, tonic::transport::ClientTlsConfig)>> {
+        use anyhow::Context;
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+        let (Some(ca), Some(cert), Some(key)) = (
+            &self.cluster_tls_ca_file,
+            &self.cluster_tls_cert_file,
+            &self.cluster_tls_key_file,
+        ) else {
+            return Ok(None);
+        };
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("{key} {}", path.display()))
+        };
+        let ca = Certificate::from_pem(read("cluster_tls_ca_file", ca)?);
+        let identity = Identity::from_pem(
+            read("cluster_tls_cert_file", cert)?,
+            read("cluster_tls_key_file", key)?,
+        );
+        let server = ServerTlsConfig::new()
+            .identity(identity.clone())
+            .client_ca_root(ca.clone());
+        let client = ClientTlsConfig::new().ca_certificate(ca).identity(identity);
+        Ok(Some((server, client)))
     }
 
     /// Deadlines and timeouts of consensus calls.

@@ -162,7 +162,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let store = Arc::new(store);
     let id = config.node_id();
-    let peers = Arc::new(Peers::default());
+    let cluster_tls = config.cluster_tls()?;
+    let peers = Arc::new(Peers::new(cluster_tls.as_ref().map(|(_, c)| c.clone())));
     let identity = Identity::new(id, store.incarnation().to_owned());
 
     let members = config.initial_members();
@@ -242,7 +243,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.chunk_size_bytes,
             config.max_inflight_chunk_writes,
         );
-        let router = service::router(raft.clone(), store.clone(), ctx, snapshot_dir, chunks_svc);
+        let router = service::router(
+            raft.clone(),
+            store.clone(),
+            ctx,
+            snapshot_dir,
+            chunks_svc,
+            cluster_tls.map(|(s, _)| s),
+        )
+        .context("the cluster RPC's TLS configuration")?;
         tokio::spawn(async move {
             // Nagle's algorithm with delayed ACKs would stall small RPCs
             // (heartbeats, read-index answers) by tens of milliseconds.

@@ -33,5 +33,7 @@ mod t85_rebalance;
 mod t86_honest_reads;
 /// Users, tokens and rules are the same on every node.
 mod t87_auth;
+/// The cluster RPC over mTLS; a node of another CA cannot join.
+mod t88_mtls;
 /// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
 mod t90_chaos;

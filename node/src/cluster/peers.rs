@@ -48,6 +48,8 @@ pub struct PeerState {
 pub struct Peers {
     conns: Mutex<HashMap<NodeId, Conn>>,
     state: Mutex<HashMap<NodeId, PeerState>>,
+    /// mTLS to peers: the cluster CA and this node's certificate.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// HTTP/2 pings on every cluster connection, both ends: a peer whose zone
@@ -56,8 +58,15 @@ pub struct Peers {
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+fn channel(
+    addr: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(t) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(t.clone())?,
+    };
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -66,6 +75,14 @@ fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 impl Peers {
+    /// Peers reached over mTLS with `tls` (else plain HTTP/2).
+    pub fn new(tls: Option<tonic::transport::ClientTlsConfig>) -> Peers {
+        Peers {
+            tls,
+            ..Peers::default()
+        }
+    }
+
     fn conn(&self, id: NodeId, addr: &str) -> Result<Conn, tonic::transport::Error> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = conns.get(&id) {
@@ -75,8 +92,8 @@ impl Peers {
         }
         let c = Conn {
             addr: addr.to_owned(),
-            control: channel(addr)?,
-            bulk: channel(addr)?,
+            control: channel(addr, self.tls.as_ref())?,
+            bulk: channel(addr, self.tls.as_ref())?,
         };
         conns.insert(id, c.clone());
         Ok(c)

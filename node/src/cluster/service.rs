@@ -457,7 +457,8 @@ pub fn router(
     ctx: NodeCtx,
     snapshot_dir: std::path::PathBuf,
     chunks_svc: ChunksServer<ChunksService>,
-) -> tonic::transport::server::Router {
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
     let raft_svc = RaftServer::new(RaftService {
         raft: raft.clone(),
         snapshot_dir,
@@ -468,7 +469,14 @@ pub fn router(
     let cluster_svc = ClusterServer::new(ClusterService { raft, store, ctx })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // With a client CA, tonic requires and verifies a client
+        // certificate: a node whose certificate the cluster CA did not
+        // sign cannot speak to this one at all.
+        builder = builder.tls_config(tls)?;
+    }
+    Ok(builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(crate::cluster::peers::KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(crate::cluster::peers::KEEP_ALIVE_TIMEOUT))
@@ -478,5 +486,5 @@ pub fn router(
         .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESET_STREAMS))
         .add_service(raft_svc)
         .add_service(cluster_svc)
-        .add_service(chunks_svc)
+        .add_service(chunks_svc))
 }
