@@ -285,6 +285,15 @@ impl Config {
                 "cluster_tls_ca_file, cluster_tls_cert_file and cluster_tls_key_file go together: set all three or none",
             );
         }
+        if self.tls_cert_file.is_some()
+            && !self.peers.is_empty()
+            && self.cluster_tls_ca_file.is_none()
+        {
+            return invalid(
+                "cluster_tls_ca_file",
+                "a cluster node with tls_cert_file needs the cluster CA too: nodes forward upload requests to each other's HTTPS port and trust it through that CA",
+            );
+        }
         if self.token_ttl_secs == 0 || self.refresh_token_ttl_secs < self.token_ttl_secs {
             return invalid(
                 "refresh_token_ttl_secs",

@@ -218,6 +218,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     refuse_open_exposure(&config, &store)?;
     let max_connections = connection_limit(&config);
+    // Peers' registry ports speak HTTPS when this one does; they are
+    // trusted through the cluster CA.
+    let forwarder = crate::http::proxy::Forwarder::new(match (&config.tls_cert_file, &config.cluster_tls_ca_file) {
+        (Some(_), Some(ca)) => Some(crate::tls::client_trusting(ca)?),
+        _ => None,
+    });
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -344,6 +350,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             auth,
             max_connections,
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            forwarder,
         }),
         tls,
         stop,

@@ -13,7 +13,7 @@ mod access;
 pub mod body;
 pub mod error;
 mod handlers;
-mod proxy;
+pub mod proxy;
 pub mod router;
 
 use std::convert::Infallible;
@@ -49,6 +49,8 @@ pub struct Api {
     /// Time to send a request's headers, the first byte of a connection
     /// included (`header_read_timeout_secs`).
     pub header_read_timeout: Duration,
+    /// How upload requests reach the node owning their session.
+    pub forwarder: proxy::Forwarder,
 }
 
 /// What a connection beyond `max_connections` gets before it is closed:
@@ -120,7 +122,7 @@ async fn checked(
         // An upload session lives on the node that opened it (which checks
         // the same credentials again).
         Endpoint::Upload { ref id, .. } if id.owner() != reg.settings.node_id => {
-            proxy::forward(reg, id.owner(), req).await
+            proxy::forward(reg, &api.forwarder, id.owner(), req).await
         }
         Endpoint::Accounts { kind, ref name } => {
             let (parts, body) = req.into_parts();

@@ -105,6 +105,39 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// A client configuration trusting only the CA in `ca` (PEM): how a node
+/// reaches its peers' HTTPS ports (upload forwarding).
+pub fn client_trusting(ca: &std::path::Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(|certs| certs.collect())
+        .map_err(|source| TlsError::Pem {
+            what: "cluster_tls_ca_file",
+            path: ca.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: "cluster_tls_ca_file",
+            path: ca.to_path_buf(),
+        });
+    }
+    let bad = |source| TlsError::Unusable {
+        cert: ca.to_path_buf(),
+        key: ca.to_path_buf(),
+        source,
+    };
+    for c in certs {
+        roots.add(c).map_err(bad)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The configuration new connections are accepted with, replaced on
 /// reload. A connection takes its own `Arc` when accepted, so replacing
 /// this one never disturbs connections already open.

@@ -314,3 +314,71 @@ fn a_node_with_half_a_pair_or_bad_files_does_not_start() {
     ]);
     assert!(e.contains("garbage.pem"), "{e}");
 }
+
+/// Three nodes with HTTPS on the registry port and mTLS between them: an
+/// upload opened on node 1, continued through node 2 and finished through
+/// node 3 (both forward to the owner over HTTPS, trusting the cluster CA)
+/// is whole everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_forwards_uploads_to_their_owner_over_https() {
+    use stowage_cluster_tests::cluster::Cluster;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = pki(tmp.path());
+    let extra = format!(
+        "tls_cert_file = \"{c}\"\ntls_key_file = \"{k}\"\ncluster_tls_ca_file = \"{ca}\"\n\
+         cluster_tls_cert_file = \"{c}\"\ncluster_tls_key_file = \"{k}\"\n",
+        c = a.cert.display(),
+        k = a.key.display(),
+        ca = a.ca.display()
+    );
+    let cluster = Cluster::start(&["a", "b", "c"], &extra);
+    let c = client_trusting(&a.ca, false);
+    let url = |id: u64| cluster.url(id).replacen("http://", "https://", 1);
+    for id in 1..=3 {
+        eventually(&format!("node {id} ready over HTTPS"), Duration::from_secs(60), || {
+            let (c, u) = (c.clone(), url(id));
+            async move {
+                let r = c.get(format!("{u}/readyz")).send().await.map_err(|e| e.to_string())?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            }
+        })
+        .await;
+    }
+    let blob = data(21, 300_000);
+    let digest = sha256(&blob);
+    let r = c.post(format!("{}/v2/tls/app/blobs/uploads/", url(1))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .patch(format!("{}{location}", url(2)))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Range", format!("0-{}", blob.len() - 1))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{}{location}{sep}digest={digest}", url(3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    for id in 1..=3 {
+        let got = c
+            .get(format!("{}/v2/tls/app/blobs/{digest}", url(id)))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sha256(&got), digest, "node {id}");
+    }
+}
