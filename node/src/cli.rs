@@ -239,6 +239,10 @@ pub struct NodeArg {
     /// A file holding its password (else $STOWAGE_PASSWORD, else a prompt).
     #[arg(long, global = true, value_name = "FILE", env = "STOWAGE_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// The CA (PEM) an `https://` node's certificate is checked against,
+    /// e.g. the cluster CA from `stowage cert init`.
+    #[arg(long, global = true, value_name = "FILE", env = "STOWAGE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NodeArg {
@@ -480,7 +484,19 @@ async fn call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<serde_json::Value> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let tls = match &node.ca_file {
+        Some(ca) => crate::tls::client_trusting(ca)?,
+        // No CA given: an https:// node is refused, with the reason.
+        None => crate::tls::client_trusting_nothing()?,
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector);
     let url = format!("{}{path}", node.node.trim_end_matches('/'));
     let mut req = http::Request::builder()
         .method(method)

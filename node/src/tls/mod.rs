@@ -138,6 +138,21 @@ pub fn client_trusting(ca: &std::path::Path) -> Result<rustls::ClientConfig, Tls
         .with_no_client_auth())
 }
 
+/// A client configuration that trusts no certificate (the CLI without
+/// `--ca-file`: an https node then fails with a certificate error).
+pub fn client_trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Unusable {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            source,
+        })?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// The configuration new connections are accepted with, replaced on
 /// reload. A connection takes its own `Arc` when accepted, so replacing
 /// this one never disturbs connections already open.

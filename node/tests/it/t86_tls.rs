@@ -381,4 +381,18 @@ async fn a_tls_cluster_forwards_uploads_to_their_owner_over_https() {
             .unwrap();
         assert_eq!(sha256(&got), digest, "node {id}");
     }
+    // The admin CLI reaches an HTTPS node trusting the CA, and is refused
+    // without it.
+    let cli = |ca: Option<&Path>| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["status", "--node", &url(2)]).env_remove("STOWAGE_CA_FILE");
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cli(Some(&a.ca));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("leader"));
+    assert!(!cli(None).status.success(), "a CLI without the CA trusted an unknown certificate");
 }
