@@ -173,15 +173,29 @@ impl Registry {
             .unwrap_or("");
         let p = challenge_params(challenge);
         let realm = p.get("realm").cloned().unwrap_or_default();
-        let mut url = format!("{realm}?service={}", p.get("service").map_or("", |s| s.as_str()));
+        let mut url = format!(
+            "{realm}?service={}",
+            p.get("service").map_or("", |s| s.as_str())
+        );
         if let Some(scope) = p.get("scope") {
             url.push_str(&format!("&scope={scope}"));
         }
         let basic = login.basic.clone();
-        let (answer, _) = Box::pin(self.send(Method::GET, &url, &[(header::AUTHORIZATION, basic.as_str())], Bytes::new()))
-            .await?;
+        let (answer, _) = Box::pin(self.send(
+            Method::GET,
+            &url,
+            &[(header::AUTHORIZATION, basic.as_str())],
+            Bytes::new(),
+        ))
+        .await?;
         if answer.status != StatusCode::OK {
-            return Err(status_error(Method::GET, &url, StatusCode::OK, answer.status, &answer.body));
+            return Err(status_error(
+                Method::GET,
+                &url,
+                StatusCode::OK,
+                answer.status,
+                &answer.body,
+            ));
         }
         let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
         Ok(v["token"].as_str().unwrap_or("").to_owned())
@@ -303,20 +317,25 @@ impl Registry {
             .get(&key)
             .cloned();
         let with = |token: &str| {
-            let mut h: Vec<(header::HeaderName, String)> =
-                headers.iter().map(|(n, v)| (n.clone(), (*v).to_owned())).collect();
+            let mut h: Vec<(header::HeaderName, String)> = headers
+                .iter()
+                .map(|(n, v)| (n.clone(), (*v).to_owned()))
+                .collect();
             h.push((header::AUTHORIZATION, format!("Bearer {token}")));
             h
         };
         if let Some(t) = &cached {
             let h = with(t);
-            let refs: Vec<(header::HeaderName, &str)> = h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
+            let refs: Vec<(header::HeaderName, &str)> =
+                h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
             let (reply, elapsed) = self.send(method.clone(), url, &refs, body.clone()).await?;
             if reply.status != StatusCode::UNAUTHORIZED {
                 return Ok((reply, elapsed));
             }
         }
-        let (reply, elapsed) = self.send(method.clone(), url, headers, body.clone()).await?;
+        let (reply, elapsed) = self
+            .send(method.clone(), url, headers, body.clone())
+            .await?;
         if reply.status != StatusCode::UNAUTHORIZED {
             return Ok((reply, elapsed));
         }
@@ -327,7 +346,8 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, token.clone());
         let h = with(&token);
-        let refs: Vec<(header::HeaderName, &str)> = h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
+        let refs: Vec<(header::HeaderName, &str)> =
+            h.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
         self.send(method, url, &refs, body).await
     }
 
@@ -770,7 +790,9 @@ mod tests {
         let _g = rt.enter();
         assert_eq!(repo_of("http://h:1/v2/a/b/manifests/t"), "a/b");
         assert_eq!(repo_of("http://h:1/v2/"), "");
-        let p = challenge_params("Bearer realm=\"http://h/token\",service=\"s\",scope=\"repository:a:pull,push\"");
+        let p = challenge_params(
+            "Bearer realm=\"http://h/token\",service=\"s\",scope=\"repository:a:pull,push\"",
+        );
         assert_eq!(p["scope"], "repository:a:pull,push");
         assert_eq!(p["realm"], "http://h/token");
         assert!(Registry::new(&[]).is_err());

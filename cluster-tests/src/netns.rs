@@ -553,11 +553,12 @@ pub struct NsCluster {
 /// namespace's address, so they run open on purpose unless the test sets
 /// up access control itself.
 fn node_config(n: &NsNode, peers: &str, extra_toml: &str) -> String {
-    let open = if extra_toml.contains("allow_anonymous") || extra_toml.contains("admin_password_file") {
-        ""
-    } else {
-        "allow_anonymous = true\n"
-    };
+    let open =
+        if extra_toml.contains("allow_anonymous") || extra_toml.contains("admin_password_file") {
+            ""
+        } else {
+            "allow_anonymous = true\n"
+        };
     format!(
         "node_id = {}\nzone = \"{}\"\nlisten = \"{}:{HTTP_PORT}\"\ncluster_listen = \"{}\"\n\
          peers = [{peers}]\ndata_dir = \"{}\"\n{open}{extra_toml}\n",

@@ -237,7 +237,12 @@ pub struct NodeArg {
     #[arg(long, global = true, env = "STOWAGE_USER")]
     pub user: Option<String>,
     /// A file holding its password (else $STOWAGE_PASSWORD, else a prompt).
-    #[arg(long, global = true, value_name = "FILE", env = "STOWAGE_PASSWORD_FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "STOWAGE_PASSWORD_FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// The CA (PEM) an `https://` node's certificate is checked against,
     /// e.g. the cluster CA from `stowage cert init`.
@@ -275,8 +280,8 @@ fn secret(
     confirm: bool,
 ) -> anyhow::Result<String> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok(text.lines().next().unwrap_or("").to_owned());
     }
     if let Ok(v) = std::env::var(env) {
@@ -608,7 +613,9 @@ fn print_accounts(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         return print_json(v);
     }
     for a in v["accounts"].as_array().into_iter().flatten() {
-        let expires = a["expires_ms"].as_u64().map_or("never".to_owned(), |ms| format!("{ms} (unix ms)"));
+        let expires = a["expires_ms"]
+            .as_u64()
+            .map_or("never".to_owned(), |ms| format!("{ms} (unix ms)"));
         println!("{}\texpires {expires}", a["name"].as_str().unwrap_or(""));
     }
     Ok(())
@@ -624,11 +631,23 @@ async fn user(args: UserArgs) -> anyhow::Result<()> {
         } => {
             let password = new_password(new_password_file.as_deref())?;
             let body = serde_json::json!({ "name": name, "password": password, "expires_ms": expiry(expires_days) });
-            call(node, http::Method::POST, "/_stowage/users", Some(serde_json::to_vec(&body)?)).await?;
+            call(
+                node,
+                http::Method::POST,
+                "/_stowage/users",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
             println!("added user {name}");
         }
         UserAction::Remove { name } => {
-            call(node, http::Method::DELETE, &format!("/_stowage/users/{name}"), None).await?;
+            call(
+                node,
+                http::Method::DELETE,
+                &format!("/_stowage/users/{name}"),
+                None,
+            )
+            .await?;
             println!("removed user {name}");
         }
         UserAction::List => {
@@ -641,7 +660,13 @@ async fn user(args: UserArgs) -> anyhow::Result<()> {
         } => {
             let password = new_password(new_password_file.as_deref())?;
             let body = serde_json::json!({ "password": password });
-            call(node, http::Method::PUT, &format!("/_stowage/users/{name}"), Some(serde_json::to_vec(&body)?)).await?;
+            call(
+                node,
+                http::Method::PUT,
+                &format!("/_stowage/users/{name}"),
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
             println!("changed the password of {name}");
         }
     }
@@ -653,7 +678,13 @@ async fn robot(args: RobotArgs) -> anyhow::Result<()> {
     match args.action {
         RobotAction::Create { name, expires_days } => {
             let body = serde_json::json!({ "name": name, "expires_ms": expiry(expires_days) });
-            let v = call(node, http::Method::POST, "/_stowage/robots", Some(serde_json::to_vec(&body)?)).await?;
+            let v = call(
+                node,
+                http::Method::POST,
+                "/_stowage/robots",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
             if node.json {
                 return print_json(&v);
             }
@@ -661,7 +692,13 @@ async fn robot(args: RobotArgs) -> anyhow::Result<()> {
             println!("{}", v["token"].as_str().unwrap_or(""));
         }
         RobotAction::Revoke { name } => {
-            call(node, http::Method::DELETE, &format!("/_stowage/robots/{name}"), None).await?;
+            call(
+                node,
+                http::Method::DELETE,
+                &format!("/_stowage/robots/{name}"),
+                None,
+            )
+            .await?;
             println!("revoked robot {name}");
         }
         RobotAction::List => {
@@ -699,7 +736,11 @@ enum Actions {
 impl Actions {
     fn words(&self) -> Vec<String> {
         match self {
-            Actions::One(s) => s.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
+            Actions::One(s) => s
+                .split(',')
+                .map(|w| w.trim().to_owned())
+                .filter(|w| !w.is_empty())
+                .collect(),
             Actions::Many(v) => v.clone(),
         }
     }
@@ -722,27 +763,50 @@ fn triples(rules: &serde_json::Value) -> std::collections::BTreeSet<(String, Str
 
 async fn access(args: AccessArgs) -> anyhow::Result<()> {
     let node = &args.node;
-    let change = |op: &str, pattern: String, subject: String, actions: String| {
-        serde_json::json!({ "op": op, "pattern": pattern, "subject": subject, "actions": actions })
-    };
+    let change = |op: &str, pattern: String, subject: String, actions: String| serde_json::json!({ "op": op, "pattern": pattern, "subject": subject, "actions": actions });
     let v = match args.action {
-        AccessAction::Grant { pattern, subject, actions } => {
+        AccessAction::Grant {
+            pattern,
+            subject,
+            actions,
+        } => {
             let body = change("grant", pattern, subject, actions);
-            call(node, http::Method::POST, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?
+            call(
+                node,
+                http::Method::POST,
+                "/_stowage/access",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?
         }
-        AccessAction::Revoke { pattern, subject, actions } => {
+        AccessAction::Revoke {
+            pattern,
+            subject,
+            actions,
+        } => {
             let body = change("revoke", pattern, subject, actions);
-            call(node, http::Method::POST, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?
+            call(
+                node,
+                http::Method::POST,
+                "/_stowage/access",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?
         }
         AccessAction::List => call(node, http::Method::GET, "/_stowage/access", None).await?,
         AccessAction::RotateKey => {
             let v = call(node, http::Method::POST, "/_stowage/keys", None).await?;
-            println!("tokens are now signed with key {}", v["kid"].as_str().unwrap_or("?"));
+            println!(
+                "tokens are now signed with key {}",
+                v["kid"].as_str().unwrap_or("?")
+            );
             return Ok(());
         }
         AccessAction::Apply { file, dry_run } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let parsed: RulesFile = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let parsed: RulesFile =
+                toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
             let wanted: Vec<serde_json::Value> = parsed
                 .rule
                 .iter()
@@ -772,7 +836,13 @@ async fn access(args: AccessArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             let body = serde_json::json!({ "rules": wanted });
-            call(node, http::Method::PUT, "/_stowage/access", Some(serde_json::to_vec(&body)?)).await?;
+            call(
+                node,
+                http::Method::PUT,
+                "/_stowage/access",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
             println!("applied {changes} change(s)");
             return Ok(());
         }
@@ -781,7 +851,12 @@ async fn access(args: AccessArgs) -> anyhow::Result<()> {
         return print_json(&v);
     }
     for r in v["rules"].as_array().into_iter().flatten() {
-        let actions: Vec<&str> = r["actions"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+        let actions: Vec<&str> = r["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
         println!(
             "{}\t{}\t{}",
             r["pattern"].as_str().unwrap_or(""),

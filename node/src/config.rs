@@ -266,8 +266,7 @@ impl Config {
         if self.replicas == 0 || self.write_quorum == 0 || self.write_quorum > self.replicas {
             return invalid("write_quorum", "must be between 1 and replicas");
         }
-        if self.raft_heartbeat_ms == 0
-            || self.raft_election_timeout_ms < 5 * self.raft_heartbeat_ms
+        if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms < 5 * self.raft_heartbeat_ms
         {
             return invalid(
                 "raft_election_timeout_ms",
@@ -428,7 +427,12 @@ impl Config {
     /// mTLS for the cluster RPC, both ends, if the three files are set.
     pub fn cluster_tls(
         &self,
-    ) -> anyhow::Result<Option<(tonic::transport::ServerTlsConfig, tonic::transport::ClientTlsConfig)>> {
+    ) -> anyhow::Result<
+        Option<(
+            tonic::transport::ServerTlsConfig,
+            tonic::transport::ClientTlsConfig,
+        )>,
+    > {
         use anyhow::Context;
         use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
         let (Some(ca), Some(cert), Some(key)) = (
@@ -531,8 +535,7 @@ mod tests {
 
     #[test]
     fn tls_files_come_in_pairs() {
-        let c: Config =
-            toml::from_str("tls_cert_file = \"/etc/stowage/node.pem\"").unwrap();
+        let c: Config = toml::from_str("tls_cert_file = \"/etc/stowage/node.pem\"").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("tls_key_file"), "{e}");
         let c: Config = toml::from_str("tls_key_file = \"/etc/stowage/key.pem\"").unwrap();

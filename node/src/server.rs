@@ -79,12 +79,18 @@ fn connection_limit(config: &Config) -> usize {
         }
     };
     let reserve = (soft / 4).max(256);
-    let auto = usize::try_from(soft.saturating_sub(reserve)).unwrap_or(usize::MAX).clamp(16, 65_536);
+    let auto = usize::try_from(soft.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .clamp(16, 65_536);
     let limit = match config.max_connections {
         0 => auto,
         n => n,
     };
-    tracing::debug!(open_files = soft, max_connections = limit, "connection limit");
+    tracing::debug!(
+        open_files = soft,
+        max_connections = limit,
+        "connection limit"
+    );
     limit
 }
 
@@ -220,10 +226,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let max_connections = connection_limit(&config);
     // Peers' registry ports speak HTTPS when this one does; they are
     // trusted through the cluster CA.
-    let forwarder = crate::http::proxy::Forwarder::new(match (&config.tls_cert_file, &config.cluster_tls_ca_file) {
-        (Some(_), Some(ca)) => Some(crate::tls::client_trusting(ca)?),
-        _ => None,
-    });
+    let forwarder = crate::http::proxy::Forwarder::new(
+        match (&config.tls_cert_file, &config.cluster_tls_ca_file) {
+            (Some(_), Some(ca)) => Some(crate::tls::client_trusting(ca)?),
+            _ => None,
+        },
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -597,10 +597,9 @@ impl AccountName {
         if !b[0].is_ascii_lowercase() && !b[0].is_ascii_digit() {
             return Err(bad("must start with a lowercase letter or a digit"));
         }
-        if !b
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
-        {
+        if !b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        }) {
             return Err(bad("may hold only a-z, 0-9, '.', '_' and '-'"));
         }
         if RESERVED_ACCOUNT_NAMES.contains(&input) {
@@ -653,7 +652,15 @@ mod tests {
         for ok in ["admin", "ci-bot", "a.b_c", "0day"] {
             assert!(super::AccountName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Admin", "-x", "a b", "anonymous", "authenticated", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Admin",
+            "-x",
+            "a b",
+            "anonymous",
+            "authenticated",
+            &"a".repeat(65),
+        ] {
             assert!(super::AccountName::parse(bad).is_err(), "{bad}");
         }
     }

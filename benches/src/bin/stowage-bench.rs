@@ -137,9 +137,12 @@ async fn run_workloads(args: Args) -> Result<bool> {
     if let Some(login) = &args.login {
         let (user, file) = login
             .split_once(':')
-            .ok_or(stowage_benches::error::Error::Usage("--login USER:PASSWORD_FILE"))?;
-        let password = std::fs::read_to_string(file)
-            .map_err(|_| stowage_benches::error::Error::Usage("--login: cannot read the password file"))?;
+            .ok_or(stowage_benches::error::Error::Usage(
+                "--login USER:PASSWORD_FILE",
+            ))?;
+        let password = std::fs::read_to_string(file).map_err(|_| {
+            stowage_benches::error::Error::Usage("--login: cannot read the password file")
+        })?;
         reg = reg.with_login(user, password.lines().next().unwrap_or(""));
     }
     let mut tally = Tally::default();

@@ -27,7 +27,11 @@ fn parse_args() -> Result<Config, String> {
             return Err(USAGE.into());
         }
         if flag == "--no-keep" || flag == "--keep" {
-            cfg.keep = if flag == "--keep" { Keep::Always } else { Keep::Never };
+            cfg.keep = if flag == "--keep" {
+                Keep::Always
+            } else {
+                Keep::Never
+            };
             continue;
         }
         let value = args

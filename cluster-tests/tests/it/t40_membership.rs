@@ -104,7 +104,10 @@ async fn an_add_that_cannot_complete_costs_no_quorum_and_is_cancelled() {
     let mut cluster = Cluster::start(&["a", "b", "c"], "");
     cluster.wait_all_ready(Duration::from_secs(60)).await;
     let url1 = cluster.url(1);
-    let nobody = format!("9=d@127.0.0.1:{}", stowage_cluster_tests::process::free_port());
+    let nobody = format!(
+        "9=d@127.0.0.1:{}",
+        stowage_cluster_tests::process::free_port()
+    );
     let bin = cluster.bin().to_owned();
     let add = {
         let (url1, nobody) = (url1.clone(), nobody.clone());
@@ -118,11 +121,21 @@ async fn an_add_that_cannot_complete_costs_no_quorum_and_is_cancelled() {
     // While the add waits, the cluster writes and reads as before.
     let c = client();
     for n in 0..5u64 {
-        let (d, _) = try_push_image(&c, &cluster.url(2), "members/nobody", &format!("t{n}"), 77_000 + n, &[1000])
-            .await
-            .expect("a push while a learner that never answers is being added");
+        let (d, _) = try_push_image(
+            &c,
+            &cluster.url(2),
+            "members/nobody",
+            &format!("t{n}"),
+            77_000 + n,
+            &[1000],
+        )
+        .await
+        .expect("a push while a learner that never answers is being added");
         let r = c
-            .get(format!("{}/v2/members/nobody/manifests/t{n}", cluster.url(3)))
+            .get(format!(
+                "{}/v2/members/nobody/manifests/t{n}",
+                cluster.url(3)
+            ))
             .header("Accept", "application/vnd.oci.image.manifest.v1+json")
             .send()
             .await
@@ -134,22 +147,43 @@ async fn an_add_that_cannot_complete_costs_no_quorum_and_is_cancelled() {
         .await
         .expect("the add answers within its stall limit")
         .unwrap();
-    assert!(!out.status.success(), "an add that cannot complete must fail");
+    assert!(
+        !out.status.success(),
+        "an add that cannot complete must fail"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("learner") && err.contains("members remove 9"), "{err}");
-    assert_eq!(voters(&cluster, 1).await, vec![1, 2, 3], "node 9 never became a voter");
+    assert!(
+        err.contains("learner") && err.contains("members remove 9"),
+        "{err}"
+    );
+    assert_eq!(
+        voters(&cluster, 1).await,
+        vec![1, 2, 3],
+        "node 9 never became a voter"
+    );
     let out = cluster.cli(&["members", "remove", "9", "--node", &url1]);
     assert!(out.contains("no longer a member"), "{out}");
     let s = cluster.status(2).await.unwrap_or_default();
     assert!(
-        !s["members"].as_array().into_iter().flatten().any(|m| m["id"] == 9),
+        !s["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == 9),
         "{s}"
     );
     for id in [1, 2, 3] {
         cluster.restart(id);
     }
     cluster.wait_all_ready(Duration::from_secs(60)).await;
-    try_push_image(&c, &cluster.url(1), "members/nobody", "after", 78_000, &[1000])
-        .await
-        .expect("a push after the restarts");
+    try_push_image(
+        &c,
+        &cluster.url(1),
+        "members/nobody",
+        "after",
+        78_000,
+        &[1000],
+    )
+    .await
+    .expect("a push after the restarts");
 }

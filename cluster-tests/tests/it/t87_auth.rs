@@ -14,7 +14,10 @@ const ROOT_PW: &str = "cluster-root-pw";
 const DEV_PW: &str = "cluster-dev-pw";
 
 async fn status_of(r: reqwest::RequestBuilder) -> StatusCode {
-    r.send().await.map(|r| r.status()).unwrap_or(StatusCode::BAD_GATEWAY)
+    r.send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
 /// Retries `probe` until it gives `want` (replication to the node asked
@@ -51,9 +54,11 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         status_of(c.get(format!("{u1}/v2/")).basic_auth("root", Some(ROOT_PW))).await,
         StatusCode::OK
     );
-    eventually("anonymous on node 3", StatusCode::UNAUTHORIZED, async || {
-        status_of(c.get(format!("{u3}/v2/"))).await
-    })
+    eventually(
+        "anonymous on node 3",
+        StatusCode::UNAUTHORIZED,
+        async || status_of(c.get(format!("{u3}/v2/"))).await,
+    )
     .await;
 
     // A developer with push on dev/**, granted through node 3.
@@ -68,7 +73,9 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
     let r = c
         .post(format!("{u3}/_stowage/access"))
         .basic_auth("root", Some(ROOT_PW))
-        .json(&json!({"op": "grant", "pattern": "dev/**", "subject": "dev", "actions": "pull,push"}))
+        .json(
+            &json!({"op": "grant", "pattern": "dev/**", "subject": "dev", "actions": "pull,push"}),
+        )
         .send()
         .await
         .unwrap();
@@ -76,7 +83,9 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
 
     // A token from node 1, used on node 3.
     let r = c
-        .get(format!("{u1}/token?service=stowage&scope=repository:dev/app:pull,push"))
+        .get(format!(
+            "{u1}/token?service=stowage&scope=repository:dev/app:pull,push"
+        ))
         .basic_auth("dev", Some(DEV_PW))
         .send()
         .await
@@ -92,19 +101,28 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         let token = token.clone();
         async move {
             status_of(
-                c.post(format!("{url}/v2/dev/app/blobs/uploads/?digest={}", sha256(&blob)))
-                    .bearer_auth(&token)
-                    .body(blob),
+                c.post(format!(
+                    "{url}/v2/dev/app/blobs/uploads/?digest={}",
+                    sha256(&blob)
+                ))
+                .bearer_auth(&token)
+                .body(blob),
             )
             .await
         }
     };
-    eventually("node 3 takes node 1's token", StatusCode::CREATED, async || {
-        push(u3.clone(), blob.clone()).await
-    })
+    eventually(
+        "node 3 takes node 1's token",
+        StatusCode::CREATED,
+        async || push(u3.clone(), blob.clone()).await,
+    )
     .await;
     assert_eq!(
-        status_of(c.get(format!("{u2}/v2/dev/app/blobs/{d}")).bearer_auth(&token)).await,
+        status_of(
+            c.get(format!("{u2}/v2/dev/app/blobs/{d}"))
+                .bearer_auth(&token)
+        )
+        .await,
         StatusCode::OK
     );
     // Outside the grant, on any node: 403.
@@ -125,13 +143,17 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    eventually("dev's password on node 1", StatusCode::UNAUTHORIZED, async || {
-        status_of(c.get(format!("{u1}/v2/")).basic_auth("dev", Some(DEV_PW))).await
-    })
+    eventually(
+        "dev's password on node 1",
+        StatusCode::UNAUTHORIZED,
+        async || status_of(c.get(format!("{u1}/v2/")).basic_auth("dev", Some(DEV_PW))).await,
+    )
     .await;
-    eventually("dev's token on node 1", StatusCode::UNAUTHORIZED, async || {
-        push(u1.clone(), b"after removal".to_vec()).await
-    })
+    eventually(
+        "dev's token on node 1",
+        StatusCode::UNAUTHORIZED,
+        async || push(u1.clone(), b"after removal".to_vec()).await,
+    )
     .await;
 
     // A robot created through node 1 pushes through node 2; revoked
@@ -144,7 +166,10 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let robot = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let robot = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = c
         .post(format!("{u1}/_stowage/access"))
         .basic_auth("root", Some(ROOT_PW))
@@ -159,16 +184,21 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         async move {
             let blob = format!("robot blob {n}").into_bytes();
             status_of(
-                c.post(format!("{url}/v2/ci/app/blobs/uploads/?digest={}", sha256(&blob)))
-                    .basic_auth("ci", Some(&robot))
-                    .body(blob),
+                c.post(format!(
+                    "{url}/v2/ci/app/blobs/uploads/?digest={}",
+                    sha256(&blob)
+                ))
+                .basic_auth("ci", Some(&robot))
+                .body(blob),
             )
             .await
         }
     };
-    eventually("the robot pushes through node 2", StatusCode::CREATED, async || {
-        robot_push(u2.clone(), 1).await
-    })
+    eventually(
+        "the robot pushes through node 2",
+        StatusCode::CREATED,
+        async || robot_push(u2.clone(), 1).await,
+    )
     .await;
     let r = c
         .delete(format!("{u3}/_stowage/robots/ci"))
@@ -177,9 +207,11 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    eventually("the revoked robot on node 2", StatusCode::UNAUTHORIZED, async || {
-        robot_push(u2.clone(), 2).await
-    })
+    eventually(
+        "the revoked robot on node 2",
+        StatusCode::UNAUTHORIZED,
+        async || robot_push(u2.clone(), 2).await,
+    )
     .await;
 
     // Key rotation through node 3: tokens signed before still verify.
@@ -191,15 +223,24 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
-        .get(format!("{u2}/token?service=stowage&scope=repository:dev/app:pull"))
+        .get(format!(
+            "{u2}/token?service=stowage&scope=repository:dev/app:pull"
+        ))
         .basic_auth("root", Some(ROOT_PW))
         .send()
         .await
         .unwrap();
-    let new_token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let new_token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for url in [&u1, &u2, &u3] {
         eventually("a token under the new key", StatusCode::OK, async || {
-            status_of(c.get(format!("{url}/v2/dev/app/blobs/{d}")).bearer_auth(&new_token)).await
+            status_of(
+                c.get(format!("{url}/v2/dev/app/blobs/{d}"))
+                    .bearer_auth(&new_token),
+            )
+            .await
         })
         .await;
     }

@@ -24,7 +24,18 @@ fn ca_and_cert(bin: &Path, dir: &Path) -> String {
     };
     let d = dir.to_str().unwrap();
     run(&["cert", "init", "--dir", d]);
-    run(&["cert", "node", "--dir", d, "--id", "1", "--ip", "127.0.0.1", "--dns", "localhost"]);
+    run(&[
+        "cert",
+        "node",
+        "--dir",
+        d,
+        "--id",
+        "1",
+        "--ip",
+        "127.0.0.1",
+        "--dns",
+        "localhost",
+    ]);
     format!(
         "cluster_tls_ca_file = \"{d}/ca.pem\"\ncluster_tls_cert_file = \"{d}/node-1.pem\"\ncluster_tls_key_file = \"{d}/node-1-key.pem\"\n"
     )
@@ -65,7 +76,13 @@ async fn a_cluster_speaks_mtls_and_refuses_a_node_of_another_ca() {
         .flatten()
         .any(|m| m["id"] == id4 && m["voter"] == true);
     assert!(!voter4, "node {id4} became a voter: {s}");
-    let out = cluster.cli(&["members", "remove", &id4.to_string(), "--node", &cluster.url(2)]);
+    let out = cluster.cli(&[
+        "members",
+        "remove",
+        &id4.to_string(),
+        "--node",
+        &cluster.url(2),
+    ]);
     assert!(out.contains("no longer a member"), "{out}");
     try_push_image(&c, &cluster.url(3), "mtls/app", "v2", 4343, &[1000])
         .await

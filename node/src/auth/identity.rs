@@ -65,7 +65,11 @@ fn secret_matches(account: &Account, secret: &str) -> bool {
             want.ct_eq(got.as_bytes()).into()
         }
         AccountKind::User => PasswordHash::new(&account.secret_hash)
-            .map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(secret.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false),
     }
 }

@@ -96,7 +96,10 @@ pub enum Need {
     /// `/v2/`: some credential, an anonymous token included, so clients
     /// learn where to get one.
     Credential,
-    Repo { repo: RepoName, actions: Actions },
+    Repo {
+        repo: RepoName,
+        actions: Actions,
+    },
     Admin,
 }
 
@@ -108,7 +111,10 @@ pub struct Challenge {
 
 impl Challenge {
     fn bearer(&self, scope: Option<&str>, insufficient: bool) -> String {
-        let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.service);
+        let mut c = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm, self.service
+        );
         if let Some(s) = scope {
             c.push_str(&format!(",scope=\"{s}\""));
         }
@@ -296,7 +302,6 @@ impl Auth {
         Ok(account)
     }
 
-
     /// Who sent `headers`. A bad credential is a 401 even where anonymous
     /// access would do: a client that sent one expects it to count.
     pub async fn authenticate(
@@ -315,7 +320,9 @@ impl Auth {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous { token: None });
         };
-        let value = value.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("malformed Authorization header"))?;
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
@@ -327,7 +334,10 @@ impl Auth {
             let (user, secret) = decoded
                 .split_once(':')
                 .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
-            let account = self.login(user, secret, peer).await.map_err(|e| with_challenge(e, challenge))?;
+            let account = self
+                .login(user, secret, peer)
+                .await
+                .map_err(|e| with_challenge(e, challenge))?;
             return Ok(Caller::Account {
                 name: account.name,
                 kind: account.kind,
@@ -339,7 +349,10 @@ impl Auth {
             if claims.token_use != TokenUse::Access {
                 return Err(unauthorized("a refresh token is not an access token"));
             }
-            return self.caller_of(&claims).await.map_err(|e| with_challenge(e, challenge));
+            return self
+                .caller_of(&claims)
+                .await
+                .map_err(|e| with_challenge(e, challenge));
         }
         Err(unauthorized("unsupported Authorization scheme"))
     }
@@ -416,9 +429,9 @@ impl Auth {
                 let view = self.view()?;
                 match caller {
                     Caller::Account { .. } if view.policy.is_admin(caller.who()) => Ok(()),
-                    Caller::Account { name, .. } => {
-                        Err(Error::Denied(format!("{name} is not a cluster administrator")))
-                    }
+                    Caller::Account { name, .. } => Err(Error::Denied(format!(
+                        "{name} is not a cluster administrator"
+                    ))),
                     _ => Err(Error::Unauthorized {
                         reason: "the admin API needs an administrator's credentials".into(),
                         challenge: "Basic realm=\"stowage\"".into(),
@@ -435,7 +448,10 @@ impl Auth {
                             scope_words(*actions).replace(',', "/")
                         ))),
                         _ => Err(Error::Unauthorized {
-                            reason: format!("authentication required to {} {repo}", scope_words(*actions)),
+                            reason: format!(
+                                "authentication required to {} {repo}",
+                                scope_words(*actions)
+                            ),
                             challenge: challenge.bearer(Some(&scope), false),
                         }),
                     };
@@ -466,7 +482,11 @@ impl Auth {
         if matches!(caller, Caller::Open) {
             return Ok(true);
         }
-        Ok(self.view()?.policy.rights(caller.who(), repo).allows(Actions::PULL))
+        Ok(self
+            .view()?
+            .policy
+            .rights(caller.who(), repo)
+            .allows(Actions::PULL))
     }
 
     // ---- the token endpoint ----
@@ -485,7 +505,10 @@ impl Auth {
         challenge: &Challenge,
     ) -> Result<TokenAnswer> {
         let caller = if let Some((user, secret)) = credentials {
-            let a = self.login(user, secret, peer).await.map_err(|e| with_challenge(e, challenge))?;
+            let a = self
+                .login(user, secret, peer)
+                .await
+                .map_err(|e| with_challenge(e, challenge))?;
             Caller::Account {
                 name: a.name,
                 kind: a.kind,
@@ -500,7 +523,9 @@ impl Auth {
             if claims.token_use != TokenUse::Refresh || claims.sub.is_empty() {
                 return Err(bad("not a refresh token".into()));
             }
-            self.caller_of(&claims).await.map_err(|e| with_challenge(e, challenge))?
+            self.caller_of(&claims)
+                .await
+                .map_err(|e| with_challenge(e, challenge))?
         } else if self.enforced()? {
             Caller::Anonymous { token: None }
         } else {
@@ -509,7 +534,11 @@ impl Auth {
         let view = self.view()?;
         let policy = &view.policy;
         let mut access = Vec::new();
-        for s in scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
+        for s in scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+        {
             let Some((kind, name, wanted)) = token::parse_scope(s) else {
                 continue;
             };
@@ -549,7 +578,16 @@ impl Auth {
             .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
             .collect::<Vec<_>>()
             .join(" ");
-        let claims = token::claims(&sub, kind, gen, &self.settings.service, TokenUse::Access, now, ttl, access)?;
+        let claims = token::claims(
+            &sub,
+            kind,
+            gen,
+            &self.settings.service,
+            TokenUse::Access,
+            now,
+            ttl,
+            access,
+        )?;
         let jwt = token::sign(&claims, &key)?;
         let refresh_token = if offline && !sub.is_empty() {
             let c = token::claims(
@@ -584,8 +622,7 @@ impl Auth {
             return Ok(k);
         }
         self.rotate_key().await?;
-        current(self.view()?)
-            .ok_or_else(|| Error::Unavailable("no token signing key yet".into()))
+        current(self.view()?).ok_or_else(|| Error::Unavailable("no token signing key yet".into()))
     }
 
     /// A new signing key; the previous one keeps verifying until every
@@ -622,22 +659,30 @@ impl Auth {
 
     // ---- accounts and rules (the admin API) ----
 
-    pub async fn add_user(&self, name: &AccountName, password: &str, expires_ms: Option<u64>) -> Result<()> {
+    pub async fn add_user(
+        &self,
+        name: &AccountName,
+        password: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<()> {
         let hash = hash_off_thread(password).await?;
-        self.put_account(name, AccountKind::User, hash, expires_ms, false).await
+        self.put_account(name, AccountKind::User, hash, expires_ms, false)
+            .await
     }
 
     pub async fn set_password(&self, name: &AccountName, password: &str) -> Result<()> {
         let hash = hash_off_thread(password).await?;
         let expires = self.store.meta.account(name)?.and_then(|a| a.expires_ms);
-        self.put_account(name, AccountKind::User, hash, expires, true).await
+        self.put_account(name, AccountKind::User, hash, expires, true)
+            .await
     }
 
     /// A new robot account; the token is returned once and only its hash
     /// is kept.
     pub async fn add_robot(&self, name: &AccountName, expires_ms: Option<u64>) -> Result<String> {
         let (token, hash) = identity::new_robot_token()?;
-        self.put_account(name, AccountKind::Robot, hash, expires_ms, false).await?;
+        self.put_account(name, AccountKind::Robot, hash, expires_ms, false)
+            .await?;
         Ok(token)
     }
 
@@ -664,7 +709,8 @@ impl Auth {
     }
 
     pub async fn remove_account(&self, name: &AccountName) -> Result<()> {
-        self.propose(Command::RemoveAccount { name: name.clone() }).await
+        self.propose(Command::RemoveAccount { name: name.clone() })
+            .await
     }
 
     pub async fn accounts(&self) -> Result<Vec<AccountView>> {
@@ -685,7 +731,13 @@ impl Auth {
 
     pub async fn rules(&self) -> Result<Vec<RuleView>> {
         self.consensus.read_barrier().await?;
-        Ok(self.store.meta.access_rules()?.iter().map(RuleView::from).collect())
+        Ok(self
+            .store
+            .meta
+            .access_rules()?
+            .iter()
+            .map(RuleView::from)
+            .collect())
     }
 
     pub async fn grant(&self, rule: AccessRule) -> Result<()> {
@@ -714,7 +766,9 @@ impl Auth {
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "reading accounts"),
                 }
-                let Ok(admin) = AccountName::parse("admin") else { return };
+                let Ok(admin) = AccountName::parse("admin") else {
+                    return;
+                };
                 match self.add_user(&admin, &password, None).await {
                     Ok(()) => {
                         tracing::info!("created user admin from admin_password_file");
@@ -743,7 +797,10 @@ async fn hash_off_thread(password: &str) -> Result<String> {
 
 fn with_challenge(e: Error, challenge: &Challenge) -> Error {
     match e {
-        Error::Unauthorized { reason, challenge: c } if c.is_empty() => Error::Unauthorized {
+        Error::Unauthorized {
+            reason,
+            challenge: c,
+        } if c.is_empty() => Error::Unauthorized {
             reason,
             challenge: challenge.bearer(None, false),
         },

@@ -105,14 +105,22 @@ mod tests {
         assert_eq!(p.rights(Who::Anonymous, "library/alpine"), Actions::PULL);
         // `*` stays within one component.
         assert_eq!(p.rights(Who::Anonymous, "library/x/y"), Actions::NONE);
-        assert_eq!(p.rights(a, "team-a/x/y"), Actions::parse("pull,push").unwrap());
+        assert_eq!(
+            p.rights(a, "team-a/x/y"),
+            Actions::parse("pull,push").unwrap()
+        );
         // Anonymous grants reach signed-in callers too.
         assert_eq!(p.rights(a, "library/alpine"), Actions::PULL);
-        assert_eq!(p.rights(b, "team-a/tools"), Actions::parse("pull,delete").unwrap());
+        assert_eq!(
+            p.rights(b, "team-a/tools"),
+            Actions::parse("pull,delete").unwrap()
+        );
         assert_eq!(p.rights(Who::Anonymous, "team-a/tools"), Actions::NONE);
         assert!(!p.is_admin(a));
         let root = AccountName::parse("root").unwrap();
         assert!(p.is_admin(Who::Account(&root)));
-        assert!(p.rights(Who::Account(&root), "any/thing").allows(Actions::DELETE));
+        assert!(p
+            .rights(Who::Account(&root), "any/thing")
+            .allows(Actions::DELETE));
     }
 }

@@ -65,7 +65,11 @@ pub fn sign(claims: &Claims, key: &SigningKey) -> Result<String> {
 }
 
 /// Why a token was refused (said in the 401, never with the token).
-pub fn verify(token: &str, keys: &[SigningKey], audience: &str) -> std::result::Result<Claims, String> {
+pub fn verify(
+    token: &str,
+    keys: &[SigningKey],
+    audience: &str,
+) -> std::result::Result<Claims, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_string())?;
     if header.alg != Algorithm::HS256 {
         return Err("token signed with an unexpected algorithm".into());
@@ -80,9 +84,9 @@ pub fn verify(token: &str, keys: &[SigningKey], audience: &str) -> std::result::
     v.set_audience(&[audience]);
     v.leeway = 5;
     v.validate_nbf = true;
-    let dec = DecodingKey::from_secret(&key.secret).map_err(|_| "unusable signing key".to_string())?;
-    let data = jsonwebtoken::decode::<Claims>(token, &dec, &v)
-    .map_err(|e| match e.kind() {
+    let dec =
+        DecodingKey::from_secret(&key.secret).map_err(|_| "unusable signing key".to_string())?;
+    let data = jsonwebtoken::decode::<Claims>(token, &dec, &v).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
         jsonwebtoken::errors::ErrorKind::InvalidAudience => "token for another service".to_string(),
         jsonwebtoken::errors::ErrorKind::InvalidSignature => "token signature invalid".to_string(),
@@ -124,7 +128,11 @@ pub fn parse_scope(s: &str) -> Option<(String, String, Actions)> {
     let (kind, rest) = s.split_once(':')?;
     let (name, actions) = rest.rsplit_once(':')?;
     let kind = kind.split('(').next().unwrap_or(kind);
-    Some((kind.to_owned(), name.to_owned(), Actions::parse(actions).ok()?))
+    Some((
+        kind.to_owned(),
+        name.to_owned(),
+        Actions::parse(actions).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -146,27 +154,58 @@ mod tests {
 
     #[test]
     fn tokens_verify_under_their_key_and_audience_only() {
-        let c = claims("alice", Some(AccountKind::User), 3, "svc", TokenUse::Access, now(), 60, vec![])
-            .unwrap();
+        let c = claims(
+            "alice",
+            Some(AccountKind::User),
+            3,
+            "svc",
+            TokenUse::Access,
+            now(),
+            60,
+            vec![],
+        )
+        .unwrap();
         let t = sign(&c, &key("k1")).unwrap();
         let back = verify(&t, &[key("k1")], "svc").unwrap();
         assert_eq!((back.sub.as_str(), back.gen), ("alice", 3));
-        assert!(verify(&t, &[key("k1")], "other").unwrap_err().contains("another service"));
-        assert!(verify(&t, &[key("k2")], "svc").unwrap_err().contains("unknown"));
+        assert!(verify(&t, &[key("k1")], "other")
+            .unwrap_err()
+            .contains("another service"));
+        assert!(verify(&t, &[key("k2")], "svc")
+            .unwrap_err()
+            .contains("unknown"));
         let mut forged = key("k1");
         forged.secret = vec![1; 32];
-        assert!(verify(&t, &[forged], "svc").unwrap_err().contains("signature"));
+        assert!(verify(&t, &[forged], "svc")
+            .unwrap_err()
+            .contains("signature"));
         assert!(verify("not.a.token", &[key("k1")], "svc").is_err());
-        let old = claims("alice", None, 3, "svc", TokenUse::Access, now() - 600, 60, vec![]).unwrap();
+        let old = claims(
+            "alice",
+            None,
+            3,
+            "svc",
+            TokenUse::Access,
+            now() - 600,
+            60,
+            vec![],
+        )
+        .unwrap();
         let t = sign(&old, &key("k1")).unwrap();
-        assert!(verify(&t, &[key("k1")], "svc").unwrap_err().contains("expired"));
+        assert!(verify(&t, &[key("k1")], "svc")
+            .unwrap_err()
+            .contains("expired"));
     }
 
     #[test]
     fn scopes_parse() {
         assert_eq!(
             parse_scope("repository:team/app:pull,push"),
-            Some(("repository".into(), "team/app".into(), Actions::parse("pull,push").unwrap()))
+            Some((
+                "repository".into(),
+                "team/app".into(),
+                Actions::parse("pull,push").unwrap()
+            ))
         );
         assert_eq!(
             parse_scope("registry:catalog:*").map(|s| s.2),

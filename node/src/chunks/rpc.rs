@@ -97,7 +97,10 @@ pub async fn get_chunk(
         .map_err(|s| s.message().to_owned())?
         .into_inner();
     let mut data = Vec::new();
-    while let Some(piece) = next_piece(&mut stream).await.map_err(|s| s.message().to_owned())? {
+    while let Some(piece) = next_piece(&mut stream)
+        .await
+        .map_err(|s| s.message().to_owned())?
+    {
         data.extend_from_slice(&piece.data);
     }
     if ChunkId::of(&data) != id {

@@ -246,9 +246,10 @@ pub async fn accounts(
 /// `/_stowage/access`: list, grant or revoke one rule, or replace them all.
 pub async fn rules(auth: &Auth, method: &Method, body: Incoming) -> Result<Response<Body>> {
     match method.clone() {
-        Method::GET | Method::HEAD => {
-            admin_json(&json!({ "rules": auth.rules().await? }), *method == Method::HEAD)
-        }
+        Method::GET | Method::HEAD => admin_json(
+            &json!({ "rules": auth.rules().await? }),
+            *method == Method::HEAD,
+        ),
         Method::POST => {
             let c: RuleChange = parse_json(&read_capped(body, BODY_LIMIT_BYTES).await?)?;
             let rule = auth::rule(&c.pattern, &c.subject, &c.actions)?;

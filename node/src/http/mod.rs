@@ -110,8 +110,16 @@ async fn checked(
     if endpoint == Endpoint::Token {
         let (parts, body) = req.into_parts();
         let query = Query::parse(parts.uri.query());
-        return access::token(auth, &parts.method, &query, &parts.headers, body, peer, &challenge)
-            .await;
+        return access::token(
+            auth,
+            &parts.method,
+            &query,
+            &parts.headers,
+            body,
+            peer,
+            &challenge,
+        )
+        .await;
     }
     let query = Query::parse(req.uri().query());
     let caller = auth.authenticate(req.headers(), peer, &challenge).await?;
@@ -136,8 +144,16 @@ async fn checked(
         endpoint => {
             let (parts, body) = req.into_parts();
             let visible = |repo: &str| auth.may_pull(&caller, repo).unwrap_or(false);
-            handlers::dispatch(reg, &visible, &parts.method, endpoint, &query, &parts.headers, body)
-                .await
+            handlers::dispatch(
+                reg,
+                &visible,
+                &parts.method,
+                endpoint,
+                &query,
+                &parts.headers,
+                body,
+            )
+            .await
         }
     }
 }
@@ -266,7 +282,9 @@ async fn serve_connection<S>(
         let api = api.clone();
         async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }

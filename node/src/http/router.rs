@@ -104,7 +104,10 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
             let name = match rest.strip_prefix('/') {
                 None if rest.is_empty() => None,
                 None => continue,
-                Some(n) => Some(AccountName::parse(&decode(n)?).map_err(|e| Error::AdminRequest(e.to_string()))?),
+                Some(n) => Some(
+                    AccountName::parse(&decode(n)?)
+                        .map_err(|e| Error::AdminRequest(e.to_string()))?,
+                ),
             };
             return Ok(Endpoint::Accounts { kind, name });
         }

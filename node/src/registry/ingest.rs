@@ -253,12 +253,14 @@ where
     B::Error: std::fmt::Display,
 {
     loop {
-        let frame = tokio::time::timeout(idle, body.frame()).await.map_err(|_| {
-            Error::Body(format!(
-                "the body sent nothing for {} s; the session resumes at its last stored offset",
-                idle.as_secs()
-            ))
-        })?;
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| {
+                Error::Body(format!(
+                    "the body sent nothing for {} s; the session resumes at its last stored offset",
+                    idle.as_secs()
+                ))
+            })?;
         match frame {
             None => return Ok(None),
             Some(Err(e)) => return Err(Error::Body(e.to_string())),

@@ -35,8 +35,16 @@ async fn a_low_soft_open_files_limit_is_raised_at_start() {
     )
     .expect("the node starts");
     let idle = idle_connections(&listen, 400);
-    let r = client().get(format!("{}/v2/", node.url)).send().await.unwrap();
-    assert_eq!(r.status(), 200, "still accepting with 400 idle connections open");
+    let r = client()
+        .get(format!("{}/v2/", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "still accepting with 400 idle connections open"
+    );
     drop(idle);
 }
 
@@ -70,14 +78,22 @@ async fn beyond_max_connections_a_new_connection_gets_503_not_silence() {
             .build()
             .unwrap()
     };
-    let r = fresh().get(format!("{}/v2/", node.url)).send().await.unwrap();
+    let r = fresh()
+        .get(format!("{}/v2/", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let (_, code) = json_code(r).await;
     assert_eq!(code, "UNAVAILABLE");
     drop(idle);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = fresh().get(format!("{}/v2/", node.url)).send().await.map(|r| r.status().as_u16());
+        let s = fresh()
+            .get(format!("{}/v2/", node.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
         if matches!(s, Ok(200)) {
             break;
         }
@@ -127,21 +143,32 @@ async fn silent_connections_close_and_a_stalled_patch_frees_its_session() {
     );
     // A connection that never sends a byte is closed.
     let mut silent = std::net::TcpStream::connect(&listen).unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(15)), "a silent connection stays open");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(15)),
+        "a silent connection stays open"
+    );
     // So is a keep-alive connection after its last request.
     let mut idle = std::net::TcpStream::connect(&listen).unwrap();
-    idle.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {listen}\r\n\r\n").as_bytes()).unwrap();
+    idle.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {listen}\r\n\r\n").as_bytes())
+        .unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
-    assert!(closed_within(&mut idle, Duration::from_secs(15)), "an idle keep-alive connection stays open");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(15)),
+        "an idle keep-alive connection stays open"
+    );
 
     // A PATCH that stalls half way fails after the body timeout; its
     // session answers again and resumes at its last stored offset.
     let c = client();
     let blob = data(11, 200_000);
     let digest = sha256(&blob);
-    let r = c.post(format!("{}/v2/stall/app/blobs/uploads/", node.url)).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v2/stall/app/blobs/uploads/", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let mut stalled = std::net::TcpStream::connect(&listen).unwrap();
@@ -162,7 +189,11 @@ async fn silent_connections_close_and_a_stalled_patch_frees_its_session() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let r = status.get(format!("{}{location}", node.url)).send().await.unwrap();
+    let r = status
+        .get(format!("{}{location}", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let range = r.headers()["range"].to_str().unwrap().to_owned();
     let end: usize = range.trim_start_matches("0-").parse().unwrap();

@@ -133,7 +133,11 @@ async fn oci_client_pushes_and_pulls_through_the_token_flow() {
     let anonymous = oci(false);
     assert!(
         anonymous
-            .pull(&reference, &RegistryAuth::Anonymous, vec![IMAGE_LAYER_MEDIA_TYPE])
+            .pull(
+                &reference,
+                &RegistryAuth::Anonymous,
+                vec![IMAGE_LAYER_MEDIA_TYPE]
+            )
             .await
             .is_err(),
         "an anonymous pull is refused"

@@ -79,7 +79,11 @@ async fn skopeo_pushes_and_pulls_with_a_robot_token() {
     };
     assert!(!push(None).status.success(), "no credentials, no push");
     let out = push(Some(&creds));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&[
         "copy",
         "--preserve-digests",
@@ -90,12 +94,19 @@ async fn skopeo_pushes_and_pulls_with_a_robot_token() {
         &remote,
         &back_ref,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_same_layout(&src, &back, &digest);
     let r = admin(c.delete(format!("{}/_stowage/robots/ci", node.url)))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(!push(Some(&creds)).status.success(), "a revoked robot cannot push");
+    assert!(
+        !push(Some(&creds)).status.success(),
+        "a revoked robot cannot push"
+    );
 }

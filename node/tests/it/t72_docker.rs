@@ -132,7 +132,13 @@ async fn docker_login_push_logout_and_the_pull_is_refused() {
     let mut login = Command::new("docker")
         .arg("--config")
         .arg(&cfg_dir)
-        .args(["login", "--username", "docker-user", "--password-stdin", &node.host])
+        .args([
+            "login",
+            "--username",
+            "docker-user",
+            "--password-stdin",
+            &node.host,
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -148,9 +154,16 @@ async fn docker_login_push_logout_and_the_pull_is_refused() {
 
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("f.bin"), data(7, 300_000)).unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY f.bin /f.bin\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY f.bin /f.bin\n",
+    )
+    .unwrap();
     let image = format!("{}/private/app:v1", node.host);
-    ok(docker_with(&["build", "-q", "-t", &image, ctx.path().to_str().unwrap()]), "docker build");
+    ok(
+        docker_with(&["build", "-q", "-t", &image, ctx.path().to_str().unwrap()]),
+        "docker build",
+    );
     ok(docker_with(&["push", &image]), "docker push (logged in)");
     ok(docker_with(&["rmi", &image]), "docker rmi");
     ok(docker_with(&["pull", &image]), "docker pull (logged in)");
@@ -161,7 +174,9 @@ async fn docker_login_push_logout_and_the_pull_is_refused() {
     assert!(!out.status.success(), "a pull after logout must be refused");
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
-        err.contains("unauthorized") || err.contains("denied") || err.contains("authentication required"),
+        err.contains("unauthorized")
+            || err.contains("denied")
+            || err.contains("authentication required"),
         "{err}"
     );
 }

@@ -335,22 +335,34 @@ async fn a_tls_cluster_forwards_uploads_to_their_owner_over_https() {
     let c = client_trusting(&a.ca, false);
     let url = |id: u64| cluster.url(id).replacen("http://", "https://", 1);
     for id in 1..=3 {
-        eventually(&format!("node {id} ready over HTTPS"), Duration::from_secs(60), || {
-            let (c, u) = (c.clone(), url(id));
-            async move {
-                let r = c.get(format!("{u}/readyz")).send().await.map_err(|e| e.to_string())?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(r.status().to_string())
+        eventually(
+            &format!("node {id} ready over HTTPS"),
+            Duration::from_secs(60),
+            || {
+                let (c, u) = (c.clone(), url(id));
+                async move {
+                    let r = c
+                        .get(format!("{u}/readyz"))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(r.status().to_string())
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
     }
     let blob = data(21, 300_000);
     let digest = sha256(&blob);
-    let r = c.post(format!("{}/v2/tls/app/blobs/uploads/", url(1))).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v2/tls/app/blobs/uploads/", url(1)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let r = c
@@ -385,14 +397,22 @@ async fn a_tls_cluster_forwards_uploads_to_their_owner_over_https() {
     // without it.
     let cli = |ca: Option<&Path>| {
         let mut cmd = Command::new(bin());
-        cmd.args(["status", "--node", &url(2)]).env_remove("STOWAGE_CA_FILE");
+        cmd.args(["status", "--node", &url(2)])
+            .env_remove("STOWAGE_CA_FILE");
         if let Some(ca) = ca {
             cmd.arg("--ca-file").arg(ca);
         }
         cmd.output().unwrap()
     };
     let out = cli(Some(&a.ca));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("leader"));
-    assert!(!cli(None).status.success(), "a CLI without the CA trusted an unknown certificate");
+    assert!(
+        !cli(None).status.success(),
+        "a CLI without the CA trusted an unknown certificate"
+    );
 }

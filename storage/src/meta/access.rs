@@ -130,7 +130,11 @@ impl Actions {
             let (_, a) = Self::NAMES
                 .iter()
                 .find(|(n, _)| *n == word)
-                .ok_or_else(|| Error::InvalidRule(format!("unknown action {word:?} (pull, push, delete, admin)")))?;
+                .ok_or_else(|| {
+                    Error::InvalidRule(format!(
+                        "unknown action {word:?} (pull, push, delete, admin)"
+                    ))
+                })?;
             out = out.union(*a);
         }
         Ok(out)
@@ -210,7 +214,9 @@ impl AccessRule {
             )));
         }
         if actions.is_empty() {
-            return Err(Error::InvalidRule("a rule grants at least one action".into()));
+            return Err(Error::InvalidRule(
+                "a rule grants at least one action".into(),
+            ));
         }
         Ok(AccessRule {
             pattern: pattern.to_owned(),
@@ -259,7 +265,8 @@ fn prefix_scan<T: serde::de::DeserializeOwned>(
 }
 
 fn parse_rule_key(k: &[u8], actions: Actions) -> Result<AccessRule> {
-    let text = std::str::from_utf8(&k[1..]).map_err(|_| Error::InvalidRule("stored rule key is not text".into()))?;
+    let text = std::str::from_utf8(&k[1..])
+        .map_err(|_| Error::InvalidRule("stored rule key is not text".into()))?;
     let (pattern, subject) = text
         .split_once('\0')
         .ok_or_else(|| Error::InvalidRule("stored rule key has no subject".into()))?;
@@ -327,7 +334,11 @@ fn staged_rules(txn: &Txn<'_>) -> Result<Vec<AccessRule>> {
     for kv in txn.tree.scan_prefix([RULE]) {
         keys.insert(kv?.0.to_vec());
     }
-    keys.extend(txn.writes.range(vec![RULE]..vec![RULE + 1]).map(|(k, _)| k.clone()));
+    keys.extend(
+        txn.writes
+            .range(vec![RULE]..vec![RULE + 1])
+            .map(|(k, _)| k.clone()),
+    );
     let mut out = Vec::new();
     for k in keys {
         if let Some(v) = txn.get(&k)? {
@@ -383,7 +394,9 @@ pub(super) fn put_account(txn: &mut Txn<'_>, account: &Account, replace: bool) -
         _ => {}
     }
     let first_user = account.kind == AccountKind::User
-        && !staged_accounts(txn)?.iter().any(|a| a.kind == AccountKind::User);
+        && !staged_accounts(txn)?
+            .iter()
+            .any(|a| a.kind == AccountKind::User);
     let gk = key(GENERATION, &[account.name.as_str()]);
     let generation = count(txn.get(&gk)?.as_deref()) + 1;
     txn.put(gk, generation.to_be_bytes().to_vec());

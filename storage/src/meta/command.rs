@@ -131,10 +131,18 @@ impl std::fmt::Display for Command {
             ),
             Command::RemoveAccount { name } => write!(f, "remove account {name}"),
             Command::Grant { rule } => {
-                write!(f, "grant {} on {} to {}", rule.actions, rule.pattern, rule.subject)
+                write!(
+                    f,
+                    "grant {} on {} to {}",
+                    rule.actions, rule.pattern, rule.subject
+                )
             }
             Command::Revoke { rule } => {
-                write!(f, "revoke {} on {} from {}", rule.actions, rule.pattern, rule.subject)
+                write!(
+                    f,
+                    "revoke {} on {} from {}",
+                    rule.actions, rule.pattern, rule.subject
+                )
             }
             Command::SetRules { rules } => write!(f, "set {} access rules", rules.len()),
             Command::AddSigningKey { key, .. } => write!(f, "add signing key {}", key.kid),

@@ -698,7 +698,12 @@ impl StateMachine {
 
     /// Whether access control is on: it is as soon as one account exists.
     pub fn has_accounts(&self) -> Result<bool> {
-        Ok(self.tree().scan_prefix([access::ACCOUNT]).next().transpose()?.is_some())
+        Ok(self
+            .tree()
+            .scan_prefix([access::ACCOUNT])
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     pub fn access_rules(&self) -> Result<Vec<access::AccessRule>> {

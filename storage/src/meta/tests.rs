@@ -508,7 +508,10 @@ mod access_state {
         assert_eq!(add(&sm, "root", AccountKind::User), Outcome::Done);
         assert!(sm.has_accounts().unwrap());
         let rules = sm.access_rules().unwrap();
-        assert_eq!(rules, vec![rule("**", Subject::Account(name("root")), "admin")]);
+        assert_eq!(
+            rules,
+            vec![rule("**", Subject::Account(name("root")), "admin")]
+        );
         assert_eq!(
             add(&sm, "root", AccountKind::User),
             Outcome::Rejected(Rejection::AccountExists)
@@ -530,13 +533,18 @@ mod access_state {
             ),
             last_admin
         );
-        assert_eq!(
-            apply(&sm, Command::SetRules { rules: vec![] }),
-            last_admin
-        );
+        assert_eq!(apply(&sm, Command::SetRules { rules: vec![] }), last_admin);
         // Hand over, then the old admin may go, and its rules with it.
         let bob_admin = rule("**", Subject::Account(name("bob")), "admin");
-        assert_eq!(apply(&sm, Command::Grant { rule: bob_admin.clone() }), Outcome::Done);
+        assert_eq!(
+            apply(
+                &sm,
+                Command::Grant {
+                    rule: bob_admin.clone()
+                }
+            ),
+            Outcome::Done
+        );
         assert_eq!(
             apply(&sm, Command::RemoveAccount { name: name("root") }),
             Outcome::Done
@@ -556,8 +564,18 @@ mod access_state {
         add(&sm, "root", AccountKind::User);
         add(&sm, "ci", AccountKind::Robot);
         let ci = || Subject::Account(name("ci"));
-        apply(&sm, Command::Grant { rule: rule("team/**", ci(), "pull") });
-        apply(&sm, Command::Grant { rule: rule("team/**", ci(), "push") });
+        apply(
+            &sm,
+            Command::Grant {
+                rule: rule("team/**", ci(), "pull"),
+            },
+        );
+        apply(
+            &sm,
+            Command::Grant {
+                rule: rule("team/**", ci(), "push"),
+            },
+        );
         let has = |sm: &StateMachine| {
             sm.access_rules()
                 .unwrap()
@@ -566,10 +584,20 @@ mod access_state {
                 .map(|r| r.actions)
         };
         assert_eq!(has(&sm), Some(Actions::parse("pull,push").unwrap()));
-        apply(&sm, Command::Revoke { rule: rule("team/**", ci(), "pull,push") });
+        apply(
+            &sm,
+            Command::Revoke {
+                rule: rule("team/**", ci(), "pull,push"),
+            },
+        );
         assert_eq!(has(&sm), None);
         assert_eq!(
-            apply(&sm, Command::Revoke { rule: rule("team/**", ci(), "pull") }),
+            apply(
+                &sm,
+                Command::Revoke {
+                    rule: rule("team/**", ci(), "pull")
+                }
+            ),
             Outcome::Rejected(Rejection::RuleUnknown)
         );
         assert_eq!(
@@ -601,7 +629,11 @@ mod access_state {
         apply(&sm, Command::RemoveAccount { name: name("ci") });
         assert_eq!(gen(&sm), None);
         add(&sm, "ci", AccountKind::Robot);
-        assert_eq!(gen(&sm), Some(3), "tokens of the removed account stay invalid");
+        assert_eq!(
+            gen(&sm),
+            Some(3),
+            "tokens of the removed account stay invalid"
+        );
         // A robot cannot be turned into a user by replacing it.
         assert_eq!(
             apply(
@@ -633,9 +665,17 @@ mod access_state {
         let keys = sm.signing_keys().unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!((keys[0].kid.as_str(), keys[0].retired_ms), ("k2", None));
-        assert_eq!((keys[1].kid.as_str(), keys[1].retired_ms), ("k1", Some(200)));
+        assert_eq!(
+            (keys[1].kid.as_str(), keys[1].retired_ms),
+            ("k1", Some(200))
+        );
         apply(&sm, rotate(k("k3", 300), 250));
-        let kids: Vec<String> = sm.signing_keys().unwrap().into_iter().map(|k| k.kid).collect();
+        let kids: Vec<String> = sm
+            .signing_keys()
+            .unwrap()
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
         assert_eq!(kids, vec!["k3", "k2"]);
 
         add(&sm, "root", AccountKind::User);
