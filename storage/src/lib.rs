@@ -114,7 +114,8 @@ impl Store {
     }
 }
 
-fn sync_tree(dir: &Path) -> Result<()> {
+/// fsyncs every file under `dir`, and the directories themselves.
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
         let entry = entry.map_err(Error::io("list", dir))?;
         let path = entry.path();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
 use crate::error::{Error, Result};
 use crate::meta::ChunkRef;
 use crate::types::{NodeId, RepoName, UploadId};
@@ -57,7 +56,7 @@ impl UploadStore {
         // ends with `sync_file_range`, which neither writes the file's
         // metadata nor flushes the disk's cache: hence the fsyncs.
         self.db.flush()?;
-        sync_files_in(&self.db_dir)
+        crate::sync_tree(&self.db_dir)
     }
 
     pub fn get(&self, id: &UploadId) -> Result<Option<UploadSession>> {
@@ -124,27 +123,6 @@ impl UploadStore {
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
-}
-
-/// fsyncs the regular files directly in `dir`, then `dir` itself. Not its
-/// subdirectories: sled puts only values above its blob threshold (a
-/// fraction of a segment) in `blobs/`, and a new session record is a few
-/// hundred bytes.
-fn sync_files_in(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
-        let entry = entry.map_err(Error::io("list", dir))?;
-        let path = entry.path();
-        if entry
-            .file_type()
-            .map_err(Error::io("stat", &path))?
-            .is_file()
-        {
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io("fsync", &path))?;
-        }
-    }
-    durable::sync_dir(dir)
 }
 
 #[cfg(test)]

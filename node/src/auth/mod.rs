@@ -326,16 +326,10 @@ impl Auth {
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
-            let (user, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+            let (user, secret) =
+                decode_basic(rest).ok_or_else(|| unauthorized("malformed Basic credentials"))?;
             let account = self
-                .login(user, secret, peer)
+                .login(&user, &secret, peer)
                 .await
                 .map_err(|e| with_challenge(e, challenge))?;
             return Ok(Caller::Account {
@@ -781,6 +775,16 @@ impl Auth {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// The user and secret of Basic credentials (what follows `Basic `).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
 }
 
 /// Parses a rule from the three words the CLI and API take.

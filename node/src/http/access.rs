@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use base64::Engine as _;
 use http::{header, HeaderMap, Method, Response};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -77,12 +76,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
+    auth::decode_basic(rest)
 }
 
 /// `GET /token` and `POST /token`.
