@@ -14,7 +14,7 @@ use stowage_storage::types::{AccountName, RepoName};
 
 use super::body::Body;
 use super::handlers::{admin_json, read_capped};
-use super::router::{Endpoint, Query};
+use super::router::{Admin, Endpoint, Oci, Query};
 use crate::auth::{self, Auth, Challenge, Need};
 use crate::error::{Error, Result};
 
@@ -23,29 +23,44 @@ const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// What `endpoint` asks of the caller for `method`.
 pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
+    match endpoint {
+        Endpoint::Oci(route) => oci_needs(route, method, query),
+        // Probes, the status report and the token endpoint are open (the
+        // token endpoint checks credentials itself); every other admin
+        // route, read or write, needs `admin`.
+        Endpoint::Admin(Admin::Health | Admin::Ready | Admin::Status | Admin::Token) => {
+            vec![Need::Nothing]
+        }
+        Endpoint::Admin(
+            Admin::Members
+            | Admin::Gc
+            | Admin::Scrub
+            | Admin::Accounts { .. }
+            | Admin::Access
+            | Admin::Keys,
+        ) => vec![Need::Admin],
+    }
+}
+
+fn oci_needs(route: &Oci, method: &Method, query: &Query) -> Vec<Need> {
     let read = *method == Method::GET || *method == Method::HEAD;
     let repo = |repo: &RepoName, actions| Need::Repo {
         repo: repo.clone(),
         actions,
     };
-    match endpoint {
-        Endpoint::Health | Endpoint::Ready | Endpoint::Status | Endpoint::Token => {
-            vec![Need::Nothing]
-        }
+    match route {
         // Listed per repository the caller may pull.
-        Endpoint::Catalog => vec![Need::Nothing],
-        Endpoint::ApiVersion => vec![Need::Credential],
-        Endpoint::Blob { repo: r, .. } | Endpoint::Manifest { repo: r, .. } if read => {
+        Oci::Catalog => vec![Need::Nothing],
+        Oci::ApiVersion => vec![Need::Credential],
+        Oci::Blob { repo: r, .. } | Oci::Manifest { repo: r, .. } if read => {
             vec![repo(r, Actions::PULL)]
         }
-        Endpoint::Blob { repo: r, .. } | Endpoint::Manifest { repo: r, .. }
-            if *method == Method::DELETE =>
-        {
+        Oci::Blob { repo: r, .. } | Oci::Manifest { repo: r, .. } if *method == Method::DELETE => {
             vec![repo(r, Actions::DELETE)]
         }
-        Endpoint::Manifest { repo: r, .. } => vec![repo(r, Actions::PUSH)],
-        Endpoint::Blob { repo: r, .. } => vec![repo(r, Actions::PULL)],
-        Endpoint::StartUpload { repo: r } => {
+        Oci::Manifest { repo: r, .. } => vec![repo(r, Actions::PUSH)],
+        Oci::Blob { repo: r, .. } => vec![repo(r, Actions::PULL)],
+        Oci::StartUpload { repo: r } => {
             let mut n = vec![repo(r, Actions::PUSH)];
             // A mount reads the source: without pull there it is refused,
             // so a digest known from a private repository cannot be copied
@@ -57,16 +72,10 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             }
             n
         }
-        Endpoint::Upload { repo: r, .. } => vec![repo(r, Actions::PUSH)],
-        Endpoint::Tags { repo: r } | Endpoint::Referrers { repo: r, .. } => {
+        Oci::Upload { repo: r, .. } => vec![repo(r, Actions::PUSH)],
+        Oci::Tags { repo: r } | Oci::Referrers { repo: r, .. } => {
             vec![repo(r, Actions::PULL)]
         }
-        Endpoint::Members
-        | Endpoint::Gc
-        | Endpoint::Scrub
-        | Endpoint::Accounts { .. }
-        | Endpoint::Access
-        | Endpoint::Keys => vec![Need::Admin],
     }
 }
 
@@ -135,7 +144,7 @@ pub async fn token(
     } else {
         return Err(Error::MethodNotAllowed {
             method: method.clone(),
-            allow: Endpoint::Token.allow(),
+            allow: Admin::Token.allow(),
         });
     };
     admin_json(&answer, false)
@@ -179,7 +188,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::AdminRequest(e.to_string()))
 }
 
-fn not_allowed(method: &Method, endpoint: &Endpoint) -> Error {
+fn not_allowed(method: &Method, endpoint: &Admin) -> Error {
     Error::MethodNotAllowed {
         method: method.clone(),
         allow: endpoint.allow(),
@@ -189,7 +198,7 @@ fn not_allowed(method: &Method, endpoint: &Endpoint) -> Error {
 /// `/_stowage/users`, `/_stowage/robots` and one account under either.
 pub async fn accounts(
     auth: &Auth,
-    endpoint: &Endpoint,
+    endpoint: &Admin,
     kind: AccountKind,
     name: Option<&AccountName>,
     method: &Method,
@@ -268,14 +277,14 @@ pub async fn rules(auth: &Auth, method: &Method, body: Incoming) -> Result<Respo
             auth.set_rules(rules).await?;
             admin_json(&json!({ "rules": auth.rules().await? }), false)
         }
-        _ => Err(not_allowed(method, &Endpoint::Access)),
+        _ => Err(not_allowed(method, &Admin::Access)),
     }
 }
 
 /// `POST /_stowage/keys`: a new token signing key.
 pub async fn keys(auth: &Auth, method: &Method) -> Result<Response<Body>> {
     if *method != Method::POST {
-        return Err(not_allowed(method, &Endpoint::Keys));
+        return Err(not_allowed(method, &Admin::Keys));
     }
     let kid = auth.rotate_key().await?;
     admin_json(&json!({ "kid": kid }), false)

@@ -12,7 +12,7 @@ use serde_json::json;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
 
 use super::body::{self, Body};
-use super::router::{Endpoint, Query};
+use super::router::{Admin, Oci, Query};
 use crate::error::{Error, Result};
 use crate::registry::{ChunkBounds, Registry};
 
@@ -56,64 +56,80 @@ fn json_response(
     )
 }
 
-pub async fn dispatch(
+/// Runs one of Stowage's own routes (the token endpoint, accounts, rules and
+/// keys are answered by `access.rs` before this is reached).
+pub async fn admin(
     reg: &Arc<Registry>,
-    visible: &(dyn Fn(&str) -> bool + Sync),
     method: &Method,
-    endpoint: Endpoint,
+    route: Admin,
     query: &Query,
-    headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Body>> {
     let head = method == Method::HEAD;
     let read = method == Method::GET || head;
-    match endpoint {
-        Endpoint::ApiVersion if read => json_response(
-            builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
-            &json!({}),
-            head,
-        ),
-        Endpoint::Health if read => finish(
+    match route {
+        Admin::Health if read => finish(
             builder(StatusCode::OK).header(header::CONTENT_TYPE, "text/plain"),
             body::full("ok\n"),
         ),
-        Endpoint::Ready if read => {
+        Admin::Ready if read => {
             reg.readiness().await?;
             finish(builder(StatusCode::OK), body::full("ready\n"))
         }
-        Endpoint::Status if read => admin_json(&crate::admin::status(reg).await?, head),
-        Endpoint::Members if method == Method::POST => {
+        Admin::Status if read => admin_json(&crate::admin::status(reg).await?, head),
+        Admin::Members if method == Method::POST => {
             let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
             let req: crate::admin::MembersRequest =
                 serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
             let summary = reg.consensus().change_members(req.try_into()?).await?;
             admin_json(&json!({ "summary": summary }), false)
         }
-        Endpoint::Gc if read => {
+        Admin::Gc if read => {
             let status = reg.lifecycle().gc_status().await?;
             admin_json(&status, head)
         }
-        Endpoint::Gc if method == Method::POST => {
+        Admin::Gc if method == Method::POST => {
             let dry_run = matches!(query.get("dry_run"), Some("1" | "true" | ""));
             let report = reg.lifecycle().gc_run(dry_run).await?;
             admin_json(&report, false)
         }
-        Endpoint::Scrub if read => admin_json(&reg.lifecycle().scrub_status(), head),
-        Endpoint::Scrub if method == Method::POST => {
-            admin_json(&reg.lifecycle().scrub_run(), false)
-        }
-        Endpoint::Catalog if read => catalog(reg, visible, query, head).await,
-        Endpoint::Blob { repo, digest } if read => {
-            get_blob(reg, &repo, &digest, headers, head).await
-        }
-        Endpoint::Blob { repo, digest } if method == Method::DELETE => {
+        Admin::Scrub if read => admin_json(&reg.lifecycle().scrub_status(), head),
+        Admin::Scrub if method == Method::POST => admin_json(&reg.lifecycle().scrub_run(), false),
+        other => Err(Error::MethodNotAllowed {
+            method: method.clone(),
+            allow: other.allow(),
+        }),
+    }
+}
+
+/// Runs one OCI Distribution route.
+pub async fn oci(
+    reg: &Arc<Registry>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+    method: &Method,
+    route: Oci,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>> {
+    let head = method == Method::HEAD;
+    let read = method == Method::GET || head;
+    match route {
+        Oci::ApiVersion if read => json_response(
+            builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
+            &json!({}),
+            head,
+        ),
+        Oci::Catalog if read => catalog(reg, visible, query, head).await,
+        Oci::Blob { repo, digest } if read => get_blob(reg, &repo, &digest, headers, head).await,
+        Oci::Blob { repo, digest } if method == Method::DELETE => {
             reg.delete_blob(&repo, &digest).await?;
             no_content(builder(StatusCode::ACCEPTED))
         }
-        Endpoint::StartUpload { repo } if method == Method::POST => {
+        Oci::StartUpload { repo } if method == Method::POST => {
             start_upload(reg, &repo, query, headers, body).await
         }
-        Endpoint::Upload { repo, id } if method == Method::GET => {
+        Oci::Upload { repo, id } if method == Method::GET => {
             let size = reg.upload_offset(&repo, &id).await?;
             no_content(upload_headers(
                 builder(StatusCode::NO_CONTENT),
@@ -122,7 +138,7 @@ pub async fn dispatch(
                 size,
             ))
         }
-        Endpoint::Upload { repo, id } if method == Method::PATCH => {
+        Oci::Upload { repo, id } if method == Method::PATCH => {
             let bounds = chunk_bounds(headers)?;
             let size = reg.upload_append(&repo, &id, bounds, body).await?;
             no_content(upload_headers(
@@ -132,28 +148,28 @@ pub async fn dispatch(
                 size,
             ))
         }
-        Endpoint::Upload { repo, id } if method == Method::PUT => {
+        Oci::Upload { repo, id } if method == Method::PUT => {
             let digest = required_digest(query)?;
             let bounds = chunk_bounds(headers)?;
             reg.upload_finish(&repo, &id, &digest, bounds, body).await?;
             blob_created(&repo, &digest)
         }
-        Endpoint::Upload { repo, id } if method == Method::DELETE => {
+        Oci::Upload { repo, id } if method == Method::DELETE => {
             reg.upload_cancel(&repo, &id).await?;
             no_content(builder(StatusCode::NO_CONTENT))
         }
-        Endpoint::Manifest { repo, reference } if read => {
+        Oci::Manifest { repo, reference } if read => {
             get_manifest(reg, &repo, &reference, headers, head).await
         }
-        Endpoint::Manifest { repo, reference } if method == Method::PUT => {
+        Oci::Manifest { repo, reference } if method == Method::PUT => {
             put_manifest(reg, &repo, &reference, query, headers, body).await
         }
-        Endpoint::Manifest { repo, reference } if method == Method::DELETE => {
+        Oci::Manifest { repo, reference } if method == Method::DELETE => {
             reg.delete_manifest(&repo, &reference).await?;
             no_content(builder(StatusCode::ACCEPTED))
         }
-        Endpoint::Tags { repo } if read => tags(reg, &repo, query, head).await,
-        Endpoint::Referrers { repo, digest } if read => {
+        Oci::Tags { repo } if read => tags(reg, &repo, query, head).await,
+        Oci::Referrers { repo, digest } if read => {
             referrers(reg, &repo, &digest, query, head).await
         }
         other => Err(Error::MethodNotAllowed {

@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use self::body::Body;
-use self::router::{Endpoint, Query};
+use self::router::{Admin, Endpoint, Oci, Query};
 use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -107,7 +107,7 @@ async fn checked(
     let reg = &api.reg;
     let auth = &api.auth;
     let challenge = auth.challenge(req.headers(), req.uri().authority().map(|a| a.as_str()));
-    if endpoint == Endpoint::Token {
+    if endpoint == Endpoint::Admin(Admin::Token) {
         let (parts, body) = req.into_parts();
         let query = Query::parse(parts.uri.query());
         return access::token(
@@ -126,35 +126,33 @@ async fn checked(
     for need in access::needs(&endpoint, req.method(), &query) {
         auth.authorize(&caller, &need, &challenge)?;
     }
+    let (parts, body) = req.into_parts();
     match endpoint {
         // An upload session lives on the node that opened it (which checks
         // the same credentials again).
-        Endpoint::Upload { ref id, .. } if id.owner() != reg.settings.node_id => {
+        Endpoint::Oci(Oci::Upload { ref id, .. }) if id.owner() != reg.settings.node_id => {
+            let req = Request::from_parts(parts, body);
             proxy::forward(reg, &api.forwarder, id.owner(), req).await
         }
-        Endpoint::Accounts { kind, ref name } => {
-            let (parts, body) = req.into_parts();
-            access::accounts(auth, &endpoint, kind, name.as_ref(), &parts.method, body).await
-        }
-        Endpoint::Access => {
-            let (parts, body) = req.into_parts();
-            access::rules(auth, &parts.method, body).await
-        }
-        Endpoint::Keys => access::keys(auth, req.method()).await,
-        endpoint => {
-            let (parts, body) = req.into_parts();
+        Endpoint::Oci(route) => {
             let visible = |repo: &str| auth.may_pull(&caller, repo).unwrap_or(false);
-            handlers::dispatch(
+            handlers::oci(
                 reg,
                 &visible,
                 &parts.method,
-                endpoint,
+                route,
                 &query,
                 &parts.headers,
                 body,
             )
             .await
         }
+        Endpoint::Admin(ref route @ Admin::Accounts { kind, ref name }) => {
+            access::accounts(auth, route, kind, name.as_ref(), &parts.method, body).await
+        }
+        Endpoint::Admin(Admin::Access) => access::rules(auth, &parts.method, body).await,
+        Endpoint::Admin(Admin::Keys) => access::keys(auth, &parts.method).await,
+        Endpoint::Admin(route) => handlers::admin(reg, &parts.method, route, &query, body).await,
     }
 }
 

@@ -10,8 +10,19 @@ use stowage_storage::types::{AccountName, Digest, Reference, RepoName, UploadId}
 
 use crate::error::{Error, Result};
 
+/// A request's target: the OCI Distribution API under `/v2/`, or Stowage's
+/// own routes (probes, the token endpoint, `/_stowage/*`). The two are kept
+/// apart so a handler of one can never be reached through the other's path
+/// and so the access rules for each read as one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
+    Oci(Oci),
+    Admin(Admin),
+}
+
+/// The OCI Distribution API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Oci {
     /// `/v2/`
     ApiVersion,
     /// `/v2/_catalog`
@@ -31,6 +42,11 @@ pub enum Endpoint {
     Tags { repo: RepoName },
     /// `/v2/<name>/referrers/<digest>`
     Referrers { repo: RepoName, digest: Digest },
+}
+
+/// Stowage's own routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
     /// `/healthz`: the process is alive.
     Health,
     /// `/readyz`: the node can serve.
@@ -60,41 +76,62 @@ impl Endpoint {
     /// The methods an endpoint answers, for `Allow` on a 405.
     pub fn allow(&self) -> &'static str {
         match self {
-            Endpoint::ApiVersion
-            | Endpoint::Catalog
-            | Endpoint::Tags { .. }
-            | Endpoint::Referrers { .. }
-            | Endpoint::Health
-            | Endpoint::Ready
-            | Endpoint::Status => "GET, HEAD",
-            Endpoint::Members | Endpoint::Keys => "POST",
-            Endpoint::Token => "GET, POST",
-            Endpoint::Accounts { name: None, .. } => "GET, HEAD, POST",
-            Endpoint::Accounts { name: Some(_), .. } => "PUT, DELETE",
-            Endpoint::Access => "GET, HEAD, POST, PUT",
-            Endpoint::Gc | Endpoint::Scrub => "GET, HEAD, POST",
-            Endpoint::Blob { .. } => "GET, HEAD, DELETE",
-            Endpoint::StartUpload { .. } => "POST",
-            Endpoint::Upload { .. } => "GET, PATCH, PUT, DELETE",
-            Endpoint::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+            Endpoint::Oci(o) => o.allow(),
+            Endpoint::Admin(a) => a.allow(),
+        }
+    }
+}
+
+impl Oci {
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Oci::ApiVersion | Oci::Catalog | Oci::Tags { .. } | Oci::Referrers { .. } => {
+                "GET, HEAD"
+            }
+            Oci::Blob { .. } => "GET, HEAD, DELETE",
+            Oci::StartUpload { .. } => "POST",
+            Oci::Upload { .. } => "GET, PATCH, PUT, DELETE",
+            Oci::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+        }
+    }
+}
+
+impl Admin {
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Admin::Health | Admin::Ready | Admin::Status => "GET, HEAD",
+            Admin::Members | Admin::Keys => "POST",
+            Admin::Token => "GET, POST",
+            Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
+            Admin::Accounts { name: Some(_), .. } => "PUT, DELETE",
+            Admin::Access => "GET, HEAD, POST, PUT",
+            Admin::Gc | Admin::Scrub => "GET, HEAD, POST",
         }
     }
 }
 
 pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
-    match path {
-        "/healthz" => return Ok(Endpoint::Health),
-        "/readyz" => return Ok(Endpoint::Ready),
-        "/_stowage/status" => return Ok(Endpoint::Status),
-        "/_stowage/members" => return Ok(Endpoint::Members),
-        "/_stowage/gc" => return Ok(Endpoint::Gc),
-        "/_stowage/scrub" => return Ok(Endpoint::Scrub),
-        "/token" => return Ok(Endpoint::Token),
-        "/_stowage/access" => return Ok(Endpoint::Access),
-        "/_stowage/keys" => return Ok(Endpoint::Keys),
-        "/v2" | "/v2/" => return Ok(Endpoint::ApiVersion),
-        "/v2/_catalog" => return Ok(Endpoint::Catalog),
-        _ => {}
+    if let Some(admin) = route_admin(path)? {
+        return Ok(Endpoint::Admin(admin));
+    }
+    route_oci(method, path).map(Endpoint::Oci)
+}
+
+fn route_admin(path: &str) -> Result<Option<Admin>> {
+    let fixed = match path {
+        "/healthz" => Some(Admin::Health),
+        "/readyz" => Some(Admin::Ready),
+        "/_stowage/status" => Some(Admin::Status),
+        "/_stowage/members" => Some(Admin::Members),
+        "/_stowage/gc" => Some(Admin::Gc),
+        "/_stowage/scrub" => Some(Admin::Scrub),
+        "/token" => Some(Admin::Token),
+        "/_stowage/access" => Some(Admin::Access),
+        "/_stowage/keys" => Some(Admin::Keys),
+        _ => None,
+    };
+    if fixed.is_some() {
+        return Ok(fixed);
     }
     for (prefix, kind) in [
         ("/_stowage/users", AccountKind::User),
@@ -109,8 +146,17 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
                         .map_err(|e| Error::AdminRequest(e.to_string()))?,
                 ),
             };
-            return Ok(Endpoint::Accounts { kind, name });
+            return Ok(Some(Admin::Accounts { kind, name }));
         }
+    }
+    Ok(None)
+}
+
+fn route_oci(method: &Method, path: &str) -> Result<Oci> {
+    match path {
+        "/v2" | "/v2/" => return Ok(Oci::ApiVersion),
+        "/v2/_catalog" => return Ok(Oci::Catalog),
+        _ => {}
     }
     let rest = path.strip_prefix("/v2/").ok_or(Error::NotFound)?;
     let segs: Vec<&str> = rest.split('/').collect();
@@ -127,18 +173,18 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
     if at(1, "uploads") && at(2, "blobs") {
         let repo = name(n - 3)?;
         if last.is_empty() {
-            return Ok(Endpoint::StartUpload { repo });
+            return Ok(Oci::StartUpload { repo });
         }
         let id = UploadId::parse(&last).map_err(|_| Error::BlobUploadUnknown)?;
-        return Ok(Endpoint::Upload { repo, id });
+        return Ok(Oci::Upload { repo, id });
     }
     if at(0, "uploads") && at(1, "blobs") {
-        return Ok(Endpoint::StartUpload { repo: name(n - 2)? });
+        return Ok(Oci::StartUpload { repo: name(n - 2)? });
     }
     if at(1, "blobs") {
         let repo = name(n - 2)?;
         let digest = Digest::parse(&last).map_err(Error::from_parse)?;
-        return Ok(Endpoint::Blob { repo, digest });
+        return Ok(Oci::Blob { repo, digest });
     }
     if at(1, "manifests") {
         let repo = name(n - 2)?;
@@ -151,15 +197,15 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint> {
                 Error::ManifestUnknown
             }
         })?;
-        return Ok(Endpoint::Manifest { repo, reference });
+        return Ok(Oci::Manifest { repo, reference });
     }
     if at(0, "list") && at(1, "tags") {
-        return Ok(Endpoint::Tags { repo: name(n - 2)? });
+        return Ok(Oci::Tags { repo: name(n - 2)? });
     }
     if at(1, "referrers") {
         let repo = name(n - 2)?;
         let digest = Digest::parse(&last).map_err(Error::from_parse)?;
-        return Ok(Endpoint::Referrers { repo, digest });
+        return Ok(Oci::Referrers { repo, digest });
     }
     Err(Error::NotFound)
 }
@@ -213,72 +259,81 @@ mod tests {
     fn every_endpoint_routes() {
         let id = UploadId::new(stowage_storage::types::NodeId(3));
         let digest = Digest::parse(D).unwrap();
-        let cases: Vec<(String, Endpoint)> = vec![
-            ("/v2/".into(), Endpoint::ApiVersion),
-            ("/v2".into(), Endpoint::ApiVersion),
-            ("/v2/_catalog".into(), Endpoint::Catalog),
-            ("/healthz".into(), Endpoint::Health),
-            ("/readyz".into(), Endpoint::Ready),
-            ("/_stowage/status".into(), Endpoint::Status),
-            ("/_stowage/members".into(), Endpoint::Members),
-            ("/_stowage/gc".into(), Endpoint::Gc),
-            ("/_stowage/scrub".into(), Endpoint::Scrub),
-            ("/token".into(), Endpoint::Token),
-            ("/_stowage/access".into(), Endpoint::Access),
-            ("/_stowage/keys".into(), Endpoint::Keys),
+        let admin: Vec<(String, Admin)> = vec![
+            ("/healthz".into(), Admin::Health),
+            ("/readyz".into(), Admin::Ready),
+            ("/_stowage/status".into(), Admin::Status),
+            ("/_stowage/members".into(), Admin::Members),
+            ("/_stowage/gc".into(), Admin::Gc),
+            ("/_stowage/scrub".into(), Admin::Scrub),
+            ("/token".into(), Admin::Token),
+            ("/_stowage/access".into(), Admin::Access),
+            ("/_stowage/keys".into(), Admin::Keys),
             (
                 "/_stowage/users".into(),
-                Endpoint::Accounts {
+                Admin::Accounts {
                     kind: AccountKind::User,
                     name: None,
                 },
             ),
             (
                 "/_stowage/robots/ci-bot".into(),
-                Endpoint::Accounts {
+                Admin::Accounts {
                     kind: AccountKind::Robot,
                     name: Some(AccountName::parse("ci-bot").unwrap()),
                 },
             ),
+        ];
+        for (path, want) in admin {
+            assert_eq!(
+                route(&Method::GET, &path).unwrap(),
+                Endpoint::Admin(want),
+                "{path}"
+            );
+        }
+        let oci: Vec<(String, Oci)> = vec![
+            ("/v2/".into(), Oci::ApiVersion),
+            ("/v2".into(), Oci::ApiVersion),
+            ("/v2/_catalog".into(), Oci::Catalog),
             (
                 format!("/v2/a/b/c/blobs/{D}"),
-                Endpoint::Blob {
+                Oci::Blob {
                     repo: repo("a/b/c"),
                     digest: digest.clone(),
                 },
             ),
             (
                 format!("/v2/a/blobs/{}", D.replace(':', "%3A")),
-                Endpoint::Blob {
+                Oci::Blob {
                     repo: repo("a"),
                     digest: digest.clone(),
                 },
             ),
             (
                 "/v2/x/blobs/uploads/".into(),
-                Endpoint::StartUpload { repo: repo("x") },
+                Oci::StartUpload { repo: repo("x") },
             ),
             (
                 "/v2/x/y/blobs/uploads".into(),
-                Endpoint::StartUpload { repo: repo("x/y") },
+                Oci::StartUpload { repo: repo("x/y") },
             ),
             (
                 format!("/v2/x/blobs/uploads/{id}"),
-                Endpoint::Upload {
+                Oci::Upload {
                     repo: repo("x"),
                     id: id.clone(),
                 },
             ),
             (
                 "/v2/lib/manifests/latest".into(),
-                Endpoint::Manifest {
+                Oci::Manifest {
                     repo: repo("lib"),
                     reference: Reference::parse("latest").unwrap(),
                 },
             ),
             (
                 format!("/v2/lib/manifests/{D}"),
-                Endpoint::Manifest {
+                Oci::Manifest {
                     repo: repo("lib"),
                     reference: Reference::Digest(digest.clone()),
                 },
@@ -286,27 +341,31 @@ mod tests {
             // Names whose components look like endpoint words still work.
             (
                 "/v2/manifests/blobs/manifests/v1".into(),
-                Endpoint::Manifest {
+                Oci::Manifest {
                     repo: repo("manifests/blobs"),
                     reference: Reference::parse("v1").unwrap(),
                 },
             ),
             (
                 "/v2/tags/list/tags/list".into(),
-                Endpoint::Tags {
+                Oci::Tags {
                     repo: repo("tags/list"),
                 },
             ),
             (
                 format!("/v2/a/referrers/{D}"),
-                Endpoint::Referrers {
+                Oci::Referrers {
                     repo: repo("a"),
                     digest,
                 },
             ),
         ];
-        for (path, want) in cases {
-            assert_eq!(route(&Method::GET, &path).unwrap(), want, "{path}");
+        for (path, want) in oci {
+            assert_eq!(
+                route(&Method::GET, &path).unwrap(),
+                Endpoint::Oci(want),
+                "{path}"
+            );
         }
     }
 
