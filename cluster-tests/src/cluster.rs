@@ -57,6 +57,12 @@ fn write_config(
 impl Cluster {
     /// Starts one node per zone (ids 1, 2, …), each listing all the others.
     pub fn start(zones: &[&str], extra_toml: &str) -> Cluster {
+        Self::start_each(zones, |_| extra_toml.to_owned())
+    }
+
+    /// Like `start`, with each node's extra TOML made from its id (its own
+    /// certificate, say).
+    pub fn start_each(zones: &[&str], extra_toml: impl Fn(u64) -> String) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = stowage_bin();
         let specs: Vec<(u64, String, String)> = zones
@@ -80,7 +86,7 @@ impl Cluster {
                 rpc,
                 &peer_list(&specs, *id),
                 &data,
-                extra_toml,
+                &extra_toml(*id),
             );
             let node = Node::launch(
                 &bin,

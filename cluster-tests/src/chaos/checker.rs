@@ -336,7 +336,7 @@ pub fn availability(h: &History, f: &FaultRecord) -> Value {
             json!({
                 "kind": format!("{:?}", r.kind),
                 "node": r.node,
-                "start_after_cut_ms": (r.start_us as i64 - f.cut_us as i64) / 1000,
+                "start_after_cut_ms": (r.start_us.cast_signed() - f.cut_us.cast_signed()) / 1000,
                 "ms": (r.end_us - r.start_us) / 1000,
                 "ok": r.ok,
                 "status": r.status,

@@ -35,5 +35,7 @@ mod t86_honest_reads;
 mod t87_auth;
 /// The cluster RPC over mTLS; a node of another CA cannot join.
 mod t88_mtls;
+/// The README's three nodes with TLS and access control, from nothing.
+mod t89_from_nothing;
 /// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
 mod t90_chaos;

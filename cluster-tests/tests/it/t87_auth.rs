@@ -1,12 +1,15 @@
 //! Access control is replicated state: a user added through one node logs
 //! in on another, a token issued by node 1 is accepted by node 3, and a
 //! user removed on node 2 is refused on node 1 as soon as the change has
-//! reached it. A rules change committed anywhere holds everywhere.
+//! reached it. A rules change committed anywhere holds everywhere. The
+//! single node's attack walk and upload-session checks run here on three
+//! nodes.
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use stowage_cluster_tests::attacks;
 use stowage_cluster_tests::cluster::Cluster;
 use stowage_cluster_tests::oci::{client, sha256};
 
@@ -244,4 +247,36 @@ async fn accounts_tokens_and_rules_hold_on_every_node() {
         })
         .await;
     }
+}
+
+/// The single node's attack walk (node t85) on a cluster: accounts and rules
+/// change through node 1, tokens come from node 2, every registry request
+/// goes to node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_case_holds_across_nodes() {
+    let cluster = Cluster::start(
+        &["a", "b", "c"],
+        "token_ttl_secs = 2\nmax_failed_logins_per_minute = 5\n",
+    );
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    let nodes = attacks::Nodes {
+        admin: cluster.url(1),
+        issuer: cluster.url(2),
+        client: cluster.url(3),
+        logs: cluster.members.iter().map(|m| m.log.clone()).collect(),
+    };
+    attacks::every_case(&nodes).await;
+}
+
+/// The upload-session hardening on a cluster: a session opened on node 1 is
+/// unknown under any other repository name through every node (the others
+/// forward to its owner), and an id naming a node outside the membership is
+/// 404 on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_stay_in_their_repository_on_every_node() {
+    let cluster = Cluster::start(&["a", "b", "c"], "chunk_size_bytes = 4096\n");
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    let urls = [cluster.url(2), cluster.url(3), cluster.url(1)];
+    attacks::session_stays_in_its_repository(&cluster.url(1), &urls).await;
+    attacks::ids_of_absent_nodes_are_unknown(&urls, 9).await;
 }

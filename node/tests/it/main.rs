@@ -23,6 +23,8 @@ mod t70_oci_client;
 mod t71_skopeo;
 /// docker push and pull through the local engine.
 mod t72_docker;
+/// podman login, push, pull and logout against a checked node.
+mod t73_podman;
 /// kill -9 during a stream of pushes loses nothing acknowledged.
 mod t80_crash;
 /// Users, robots, rules and tokens; the attack cases of access control.

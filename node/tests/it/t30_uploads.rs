@@ -220,67 +220,16 @@ async fn cross_repository_mounts() {
 
 /// Once a session is in use (one PATCH loads it into memory), no other
 /// repository name can read, continue, finish or cancel it, and it is
-/// still whole under its own name afterwards.
+/// still whole under its own name afterwards (cluster-tests t87 runs the
+/// same check across nodes).
 #[tokio::test]
 async fn a_session_is_unknown_under_another_repository() {
     let node = Node::start_with(bin(), &["--chunk-size-bytes", "4096"]);
-    let c = client();
-    let u = &node.url;
-    let blob = data(31, 9000);
-    let d = sha256(&blob);
-    let loc = start(&c, u, "own").await;
-    let r = c
-        .patch(&loc)
-        .body(blob[..5000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-
-    let other = loc.replace("/v2/own/", "/v2/other/");
-    let nested = loc.replace("/v2/own/", "/v2/own/deeper/");
-    for wrong in [&other, &nested] {
-        for (what, req) in [
-            ("GET", c.get(wrong)),
-            ("PATCH", c.patch(wrong).body(blob[5000..6000].to_vec())),
-            (
-                "PUT",
-                c.put(format!("{wrong}?digest={d}"))
-                    .body(blob[5000..].to_vec()),
-            ),
-            ("DELETE", c.delete(wrong)),
-        ] {
-            let r = req.send().await.unwrap();
-            assert_eq!(
-                json_code(r).await,
-                (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()),
-                "{what} {wrong}"
-            );
-        }
-    }
-    let r = c
-        .head(format!("{u}/v2/other/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::NOT_FOUND,
-        "no blob in the other repository"
-    );
-
-    let r = c.get(&loc).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(r.headers()["range"], "0-4999");
-    let r = c
-        .put(format!("{loc}?digest={d}"))
-        .body(blob[5000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c.get(format!("{u}/v2/own/blobs/{d}")).send().await.unwrap();
-    assert_eq!(r.bytes().await.unwrap().to_vec(), blob);
+    stowage_cluster_tests::attacks::session_stays_in_its_repository(
+        &node.url,
+        std::slice::from_ref(&node.url),
+    )
+    .await;
 }
 
 /// An id naming a node that is not in the cluster is a session nobody
@@ -298,23 +247,11 @@ async fn an_id_naming_no_member_is_unknown() {
         &listen,
         Some(log.clone()),
     );
-    let c = client();
-    let u = &node.url;
-    let loc = format!("{u}/v2/a/blobs/uploads/2-{}", "ab".repeat(16));
-    let d = sha256(b"x");
-    for (what, req) in [
-        ("GET", c.get(&loc)),
-        ("PATCH", c.patch(&loc).body("x")),
-        ("PUT", c.put(format!("{loc}?digest={d}")).body("x")),
-        ("DELETE", c.delete(&loc)),
-    ] {
-        let r = req.send().await.unwrap();
-        assert_eq!(
-            json_code(r).await,
-            (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()),
-            "{what}"
-        );
-    }
+    stowage_cluster_tests::attacks::ids_of_absent_nodes_are_unknown(
+        std::slice::from_ref(&node.url),
+        2,
+    )
+    .await;
     // The node logs at warn and above here, so any line is too loud.
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -1,7 +1,9 @@
 //! Access control against one real node: open until the first user, then
 //! every request checked; Basic and the token flow; the attack cases of the
 //! security issue (bad tokens, a revoked robot, mount and path tricks, the
-//! last admin, failed-login limits) and secrets kept out of the log.
+//! last admin, failed-login limits, secrets kept out of the log: the walk in
+//! `stowage_cluster_tests::attacks`, which cluster-tests t87 runs on three
+//! nodes), a token for another service, and the bootstrap admin and CLI.
 
 use std::time::Duration;
 
@@ -9,111 +11,15 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use stowage_cluster_tests::attacks;
 use stowage_cluster_tests::process::free_port;
 
-fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-const ROOT_PW: &str = "root-password-1";
-const READER_PW: &str = "reader-password-1";
-
-struct Ctx {
-    c: reqwest::Client,
-    url: String,
-}
-
-impl Ctx {
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut r = self
-            .c
-            .request(method, format!("{}{path}", self.url))
-            .basic_auth("root", Some(ROOT_PW));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        r.send().await.unwrap()
-    }
-
-    async fn token(&self, user: Option<(&str, &str)>, scope: &str) -> (StatusCode, Value) {
-        let mut r = self
-            .c
-            .get(format!("{}/token?service=stowage&scope={scope}", self.url));
-        if let Some((u, p)) = user {
-            r = r.basic_auth(u, Some(p));
-        }
-        let r = r.send().await.unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn upload_as(&self, auth: Auth<'_>, repo: &str, blob: &[u8]) -> (StatusCode, String) {
-        let d = sha256(blob);
-        let r = auth
-            .apply(
-                self.c
-                    .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", self.url)),
-            )
-            .body(blob.to_vec())
-            .send()
-            .await
-            .unwrap();
-        json_code(r).await
-    }
-
-    async fn get_as(&self, auth: Auth<'_>, path: &str) -> reqwest::Response {
-        auth.apply(self.c.get(format!("{}{path}", self.url)))
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    None,
-    Basic(&'a str, &'a str),
-    Bearer(&'a str),
-}
-
-impl Auth<'_> {
-    fn apply(self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self {
-            Auth::None => r,
-            Auth::Basic(u, p) => r.basic_auth(u, Some(p)),
-            Auth::Bearer(t) => r.bearer_auth(t),
-        }
-    }
-}
-
-fn challenge(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_control_from_open_to_checked_with_every_attack_case() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("node.log");
-    let data_dir = tmp.path().join("data");
+fn launch(tmp: &std::path::Path, toml: &str) -> (Node, std::path::PathBuf) {
+    let log = tmp.join("node.log");
+    let data_dir = tmp.join("data");
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = tmp.path().join("node.toml");
-    // Short tokens, so one can expire within the test.
-    std::fs::write(
-        &config,
-        "token_ttl_secs = 2\nmax_failed_logins_per_minute = 5\n",
-    )
-    .unwrap();
+    let config = tmp.join("node.toml");
+    std::fs::write(&config, toml).unwrap();
     let node = Node::launch(
         bin(),
         &data_dir,
@@ -126,373 +32,72 @@ async fn access_control_from_open_to_checked_with_every_attack_case() {
         &listen,
         Some(log.clone()),
     );
-    let ctx = Ctx {
-        c: client(),
-        url: node.url.clone(),
-    };
+    (node, log)
+}
 
-    // Open: no accounts, anyone may push.
-    let (s, _) = ctx
-        .upload_as(Auth::None, "open/before", b"before users")
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let r = ctx
-        .c
-        .post(format!("{}/_stowage/users", ctx.url))
-        .json(&json!({"name": "root", "password": ROOT_PW}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "the first user is created openly"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_control_from_open_to_checked_with_every_attack_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Short tokens, so one can expire within the test.
+    let (node, log) = launch(
+        tmp.path(),
+        "token_ttl_secs = 2\nmax_failed_logins_per_minute = 5\n",
     );
+    attacks::every_case(&attacks::Nodes::one(&node.url, log)).await;
+}
 
-    // Checked from now on: the version check asks for a token.
-    let r = ctx.get_as(Auth::None, "/v2/").await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let realm = format!(
-        "Bearer realm=\"http://{}/token\",service=\"stowage\"",
-        node.host
-    );
-    assert!(challenge(&r).starts_with(&realm), "{}", challenge(&r));
-    assert_eq!(json_code(r).await.1, "UNAUTHORIZED");
-    let r = ctx.get_as(Auth::None, "/v2/open/before/tags/list").await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(challenge(&r).contains("scope=\"repository:open/before:pull\""));
-    assert_eq!(
-        ctx.get_as(Auth::Basic("root", ROOT_PW), "/v2/")
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    let r = ctx
-        .get_as(Auth::Basic("root", "wrong-password"), "/v2/")
-        .await;
-    assert_eq!(
-        json_code(r).await,
-        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".into())
-    );
-
-    // A reader with pull on a/**.
-    let r = ctx
-        .admin(
-            reqwest::Method::POST,
-            "/_stowage/users",
-            Some(json!({"name": "reader", "password": READER_PW})),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = ctx
-        .admin(
-            reqwest::Method::POST,
-            "/_stowage/access",
-            Some(json!({"op": "grant", "pattern": "a/**", "subject": "reader", "actions": "pull"})),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let (s, _) = ctx
-        .upload_as(Auth::Basic("root", ROOT_PW), "a/x", b"layer of a/x")
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let ax = sha256(b"layer of a/x");
-    let reader = Auth::Basic("reader", READER_PW);
-    assert_eq!(
-        ctx.get_as(reader, &format!("/v2/a/x/blobs/{ax}"))
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        ctx.upload_as(reader, "a/x", b"not allowed").await,
-        (StatusCode::FORBIDDEN, "DENIED".into())
-    );
-
-    // The token flow: the reader asks for pull and push and gets pull.
-    let (s, t) = ctx
-        .token(Some(("reader", READER_PW)), "repository:a/x:pull,push")
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(t["expires_in"].as_u64().is_some() && t["issued_at"].is_string());
-    assert_eq!(t["scope"], "repository:a/x:pull");
-    let reader_token = t["token"].as_str().unwrap().to_owned();
-    assert_eq!(t["access_token"], t["token"]);
-    let bearer = Auth::Bearer(&reader_token);
-    assert_eq!(
-        ctx.get_as(bearer, &format!("/v2/a/x/blobs/{ax}"))
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        ctx.upload_as(bearer, "a/x", b"not allowed").await,
-        (StatusCode::FORBIDDEN, "DENIED".into()),
-        "a user with pull only gets 403 on push"
-    );
-    // Root's token for pull only: pushing with it is a wrong-scope token.
-    let (_, t) = ctx
-        .token(Some(("root", ROOT_PW)), "repository:a/x:pull")
-        .await;
-    let root_pull = t["token"].as_str().unwrap().to_owned();
-    let d = sha256(b"root with a pull token");
-    let r = ctx
-        .c
-        .post(format!("{}/v2/a/x/blobs/uploads/?digest={d}", ctx.url))
-        .bearer_auth(&root_pull)
-        .body(b"root with a pull token".to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let c = challenge(&r);
-    assert!(
-        c.contains("scope=\"repository:a/x:push\"") && c.contains("insufficient_scope"),
-        "{c}"
-    );
-    // Malformed, forged and expired tokens.
-    for bad in [
-        "abc".to_owned(),
-        format!("{}x", &reader_token[..reader_token.len() - 1]),
-        format!("{reader_token}.x"),
-    ] {
-        let r = ctx
-            .get_as(Auth::Bearer(&bad), &format!("/v2/a/x/blobs/{ax}"))
-            .await;
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bad}");
-        assert!(challenge(&r).starts_with("Bearer realm="));
-    }
-    // OAuth2: the password grant with offline access gives a refresh token,
-    // which buys new access tokens but is not one itself.
-    let r = ctx
-        .c
-        .post(format!("{}/token", ctx.url))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("grant_type", "password"),
-            ("username", "root"),
-            ("password", ROOT_PW),
-            ("service", "stowage"),
-            ("scope", "repository:a/x:pull,push"),
-            ("access_type", "offline"),
-            ("client_id", "test"),
-        ]))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_another_service_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut node, _) = launch(tmp.path(), "token_service = \"registry-a\"\n");
+    let c = client();
+    let r = c
+        .post(format!("{}/_stowage/users", node.url))
+        .json(&json!({"name": "root", "password": "root-password-1"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let t: Value = r.json().await.unwrap();
-    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        ctx.get_as(Auth::Bearer(&refresh), "/v2/").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let r = ctx
-        .c
-        .post(format!("{}/token", ctx.url))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-            ("service", "stowage"),
-            ("scope", "repository:a/y:push"),
-        ]))
+    let r = c
+        .get(format!(
+            "{}/token?service=registry-a&scope=repository:x:pull",
+            node.url
+        ))
+        .basic_auth("root", Some("root-password-1"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let t: Value = r.json().await.unwrap();
-    let root_push = t["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        ctx.upload_as(Auth::Bearer(&root_push), "a/y", b"via refresh")
-            .await
-            .0,
-        StatusCode::CREATED
-    );
-    // Expiry (2 s tokens, 5 s leeway).
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let r = ctx
-        .get_as(Auth::Bearer(&reader_token), &format!("/v2/a/x/blobs/{ax}"))
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an expired token");
-
-    // A robot: pushes with its token as the password, and is refused the
-    // moment it is revoked.
-    let r = ctx
-        .admin(
-            reqwest::Method::POST,
-            "/_stowage/robots",
-            Some(json!({"name": "ci"})),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let robot_token = r.json::<Value>().await.unwrap()["token"]
+    let token = r.json::<Value>().await.unwrap()["token"]
         .as_str()
         .unwrap()
         .to_owned();
-    ctx.admin(
-        reqwest::Method::POST,
-        "/_stowage/access",
-        Some(json!({"op": "grant", "pattern": "ci/**", "subject": "ci", "actions": "pull,push"})),
+    let probe = async |url: &str| {
+        c.get(format!("{url}/v2/x/tags/list"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        probe(&node.url).await.status(),
+        StatusCode::NOT_FOUND,
+        "accepted for its own service"
+    );
+    // The same node, the same replicated signing key, another service name:
+    // the token's audience no longer matches.
+    std::fs::write(
+        tmp.path().join("node.toml"),
+        "token_service = \"registry-b\"\n",
     )
-    .await;
-    let robot = Auth::Basic("ci", &robot_token);
-    assert_eq!(
-        ctx.upload_as(robot, "ci/app", b"built by ci").await.0,
-        StatusCode::CREATED
-    );
-    let (_, t) = ctx
-        .token(Some(("ci", &robot_token)), "repository:ci/app:pull")
-        .await;
-    let robot_jwt = t["token"].as_str().unwrap().to_owned();
-    let r = ctx
-        .admin(reqwest::Method::DELETE, "/_stowage/robots/ci", None)
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        ctx.upload_as(robot, "ci/app", b"after revoke").await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    let r = ctx
-        .get_as(Auth::Bearer(&robot_jwt), "/v2/ci/app/tags/list")
-        .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::UNAUTHORIZED,
-        "tokens issued to it die with it"
-    );
-
-    // A digest known from a private repository is not readable elsewhere,
-    // neither directly nor through a mount.
-    assert_eq!(
-        ctx.upload_as(Auth::Basic("root", ROOT_PW), "p/secret", b"secret layer")
-            .await
-            .0,
-        StatusCode::CREATED
-    );
-    let secret = sha256(b"secret layer");
-    ctx.admin(
-        reqwest::Method::POST,
-        "/_stowage/access",
-        Some(
-            json!({"op": "grant", "pattern": "r/**", "subject": "reader", "actions": "pull,push"}),
-        ),
-    )
-    .await;
-    assert_eq!(
-        ctx.get_as(reader, &format!("/v2/r/mine/blobs/{secret}"))
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    let r = reader
-        .apply(ctx.c.post(format!(
-            "{}/v2/r/mine/blobs/uploads/?mount={secret}&from=p/secret",
-            ctx.url
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_code(r).await, (StatusCode::FORBIDDEN, "DENIED".into()));
-    assert_eq!(
-        ctx.get_as(reader, &format!("/v2/r/mine/blobs/{secret}"))
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    for path in [
-        format!("/v2/a/x/../../p/secret/blobs/{secret}"),
-        format!("/v2/a/x/%2e%2e/%2e%2e/p/secret/blobs/{secret}"),
-        format!("/v2/a/%2Fp%2Fsecret/blobs/{secret}"),
-    ] {
-        let s = ctx.get_as(reader, &path).await.status();
-        assert!(
-            s == StatusCode::NOT_FOUND
-                || s == StatusCode::BAD_REQUEST
-                || s == StatusCode::FORBIDDEN,
-            "{path}: {s}"
-        );
-    }
-
-    // The catalog lists only what the caller may pull.
-    let r = ctx.get_as(reader, "/v2/_catalog").await;
-    let names: Value = r.json().await.unwrap();
-    assert_eq!(names["repositories"], json!(["a/x", "a/y"]), "{names}");
-    let r = ctx
-        .get_as(Auth::Basic("root", ROOT_PW), "/v2/_catalog")
-        .await;
-    let all: Value = r.json().await.unwrap();
-    assert!(all["repositories"].as_array().unwrap().len() >= 4, "{all}");
-
-    // The admin API needs admin.
-    let r = reader
-        .apply(ctx.c.post(format!("{}/_stowage/users", ctx.url)))
-        .json(&json!({"name": "mallory", "password": "mallory-pass"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json_code(r).await, (StatusCode::FORBIDDEN, "DENIED".into()));
-    let r = ctx
-        .c
-        .post(format!("{}/_stowage/gc", ctx.url))
-        .send()
-        .await
-        .unwrap();
+    .unwrap();
+    node.restart();
+    let r = probe(&node.url).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(challenge(&r).starts_with("Basic"));
-    let r = ctx
-        .c
-        .post(format!("{}/_stowage/members", ctx.url))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    // The last admin cannot be removed.
-    let r = ctx
-        .admin(reqwest::Method::DELETE, "/_stowage/users/root", None)
-        .await;
-    assert_eq!(r.status(), StatusCode::CONFLICT);
-    // Listing accounts shows no secret.
-    let r = ctx
-        .admin(reqwest::Method::GET, "/_stowage/users", None)
-        .await;
-    let text = r.text().await.unwrap();
-    assert!(
-        text.contains("reader") && !text.contains("argon2"),
-        "{text}"
-    );
-
-    // Failed logins are limited per address; the log names them without
-    // the secret.
-    // (Earlier failures in this test count too: the limit is 5 a minute.)
-    let mut refused = 0;
-    for _ in 0..6 {
-        let s = ctx
-            .get_as(Auth::Basic("reader", "guess-guess"), "/v2/")
-            .await
-            .status();
-        if s == StatusCode::TOO_MANY_REQUESTS {
-            break;
-        }
-        assert_eq!(s, StatusCode::UNAUTHORIZED);
-        refused += 1;
-    }
-    assert!(refused < 6, "no limit after {refused} failures");
-    let r = ctx.get_as(Auth::Basic("reader", READER_PW), "/v2/").await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(r.headers().contains_key("retry-after"));
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(log_text.contains("failed login"), "{log_text}");
-    for secret in [
-        ROOT_PW,
-        READER_PW,
-        "guess-guess",
-        robot_token.as_str(),
-        reader_token.as_str(),
-    ] {
-        assert!(!log_text.contains(secret), "a secret reached the log");
-    }
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("service=\"registry-b\""),);
+    assert_eq!(json_code(r).await.1, "UNAUTHORIZED");
 }
 
 #[test]
