@@ -25,6 +25,8 @@ mod t71_skopeo;
 mod t72_docker;
 /// podman login, push, pull and logout against a checked node.
 mod t73_podman;
+/// The ORAS Python SDK: login, artifact push (monolithic, chunked) and pull.
+mod t74_oras;
 /// kill -9 during a stream of pushes loses nothing acknowledged.
 mod t80_crash;
 /// Users, robots, rules and tokens; the attack cases of access control.
