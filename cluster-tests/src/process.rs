@@ -188,10 +188,14 @@ impl Node {
                 None => Command::new(&self.bin),
             };
             // Quiet by default; STOWAGE_TEST_LOG (a level or a tracing
-            // filter) shows more of a failing test's nodes.
+            // filter) shows more of a failing test's nodes, and a test that
+            // reads the log passes its own `--log-level`.
             let level = std::env::var("STOWAGE_TEST_LOG").unwrap_or_else(|_| "warn".into());
+            cmd.args(["serve", "--listen", listen]);
+            if !self.args.iter().any(|a| a == "--log-level") {
+                cmd.args(["--log-level", &level]);
+            }
             let mut child = cmd
-                .args(["serve", "--listen", listen, "--log-level", &level])
                 .args(&self.args)
                 .stdout(Stdio::piped())
                 .stderr(stderr)

@@ -22,6 +22,9 @@ pub struct Config {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as
     /// `stowage_node=debug,info`.
     pub log_level: String,
+    /// One info line per request (target `stowage::access`: method, path,
+    /// status, bytes, duration, caller, client address).
+    pub access_log: bool,
     /// This node's id in the cluster (a positive integer).
     pub node_id: u64,
     /// The failure domain this node is in.
@@ -143,6 +146,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("./stowage-data"),
             log_level: "info".into(),
+            access_log: true,
             node_id: 1,
             zone: Zone::default(),
             chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,

@@ -200,7 +200,10 @@ impl Consensus {
                     });
                 };
                 match written {
-                    Ok(resp) => return Ok(resp.data),
+                    Ok(resp) => {
+                        crate::receipt::wrote(resp.log_id.index, resp.log_id.leader_id.term);
+                        return Ok(resp.data);
+                    }
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                         // Empty while this node leads: its lease lapsed
                         // (no quorum acknowledged it lately).
@@ -229,8 +232,9 @@ impl Consensus {
                     () = self.leader_changed_from(leader, timeout) => Err(Forward::NotLeader(None)),
                 };
                 match forwarded {
-                    Ok((outcome, index)) => {
+                    Ok((outcome, index, term)) => {
                         self.wait_applied(index, deadline).await?;
+                        crate::receipt::wrote(index, term);
                         return Ok(outcome);
                     }
                     Err(Forward::NotLeader(h)) => hint = h,
@@ -268,7 +272,7 @@ impl Consensus {
         leader: NodeId,
         cmd: &Command,
         timeout: Duration,
-    ) -> Result<(Outcome, u64), Forward> {
+    ) -> Result<(Outcome, u64, u64), Forward> {
         let mut client = self.leader_client(leader).map_err(Forward::Failed)?;
         let mut req = tonic::Request::new(WriteRequest {
             command: encode(cmd).into(),
@@ -280,7 +284,7 @@ impl Consensus {
             .map_err(forward_failure)?
             .into_inner();
         let outcome = decode(&reply.outcome).map_err(|e| Forward::Failed(e.to_string()))?;
-        Ok((outcome, reply.log_index))
+        Ok((outcome, reply.log_index, reply.term))
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
@@ -299,6 +303,20 @@ impl Consensus {
             .await
             .map(|_| ())
             .map_err(|_| Error::Behind { index })
+    }
+
+    /// Waits, within the request deadline, until this node has applied
+    /// entry `index` (a client's `Stowage-Min-Log-Index`: a write it saw
+    /// acknowledged elsewhere).
+    pub async fn wait_applied_for_client(&self, index: u64) -> Result<()> {
+        let deadline = Instant::now() + self.timing.request_deadline;
+        self.wait_applied(index, deadline).await.map_err(|_| {
+            let applied = self.metrics().last_applied.map_or(0, |l| l.index);
+            Error::NotFreshEnough {
+                wanted: index,
+                applied,
+            }
+        })
     }
 
     /// Waits until every write acknowledged anywhere in the cluster is

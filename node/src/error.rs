@@ -117,6 +117,15 @@ pub enum Error {
     #[error("this node has not yet applied log entry {index}, which the leader committed")]
     Behind { index: u64 },
 
+    #[error(
+        "this node has applied the log up to entry {applied}, not yet {wanted} \
+         (Stowage-Min-Log-Index); retry, or ask another node"
+    )]
+    NotFreshEnough { wanted: u64, applied: u64 },
+
+    #[error("header {name}: {reason}")]
+    BadHeader { name: &'static str, reason: String },
+
     #[error("membership change refused: {0}")]
     MembershipChange(String),
 

@@ -25,6 +25,7 @@ pub mod http;
 pub mod manifest;
 pub mod placement;
 pub mod raft;
+pub mod receipt;
 pub mod registry;
 pub mod server;
 pub mod tls;

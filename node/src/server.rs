@@ -59,9 +59,12 @@ fn init_logging(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, not in files and
+    // journald.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -359,6 +362,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_connections,
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             forwarder,
+            access_log: config.access_log,
         }),
         tls,
         stop,

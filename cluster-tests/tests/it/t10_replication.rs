@@ -220,3 +220,60 @@ async fn sessions_are_checked_by_their_owner() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Read-your-writes across nodes from headers alone: each tag overwrite
+/// through node 1 names its entry (`Stowage-Log-Index`, `Stowage-Term`,
+/// `Stowage-Node`), and a read on node 2 or 3 that demands that entry
+/// (`Stowage-Min-Log-Index`) sees that very manifest, never an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_s_log_index_buys_a_fresh_read_on_any_node() {
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(READY).await;
+    let c = client();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let cd = push_blob(&c, &cluster.url(1), "ryw/app", &config).await;
+    let mut last_index = 0;
+    for round in 0..10u64 {
+        let layer = data(500 + round, 2000);
+        let ld = push_blob(&c, &cluster.url(1), "ryw/app", &layer).await;
+        let manifest = image_manifest(&(cd.clone(), config.len()), &[(ld, layer.len())]);
+        let digest = sha256(&manifest);
+        let r = c
+            .put(format!("{}/v2/ryw/app/manifests/latest", cluster.url(1)))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        let h = |name: &str| -> u64 { r.headers()[name].to_str().unwrap().parse().unwrap() };
+        let index = h("stowage-log-index");
+        assert!(h("stowage-term") >= 1);
+        assert!(
+            index > last_index,
+            "entries grow: {index} after {last_index}"
+        );
+        last_index = index;
+        let reader = 2 + round % 2;
+        let r = c
+            .get(format!(
+                "{}/v2/ryw/app/manifests/latest",
+                cluster.url(reader)
+            ))
+            .header("Accept", OCI_MANIFEST)
+            .header("Stowage-Min-Log-Index", index.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        assert_eq!(
+            r.headers()["stowage-node"].to_str().unwrap(),
+            reader.to_string()
+        );
+        assert_eq!(
+            r.headers()["docker-content-digest"].to_str().unwrap(),
+            digest,
+            "node {reader} served an older tag after entry {index}"
+        );
+    }
+}

@@ -222,6 +222,7 @@ impl Cluster for ClusterService {
             Ok(resp) => Ok(Response::new(WriteReply {
                 outcome: encode(&resp.data).into(),
                 log_index: resp.log_id.index,
+                term: resp.log_id.leader_id.term,
             })),
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Err(not_leader(f.leader_id)),

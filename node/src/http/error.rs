@@ -32,7 +32,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         // ("the operation was unsupported") is the one it offers for a
         // request the registry will not carry out, and clients act on the
         // 400 anyway.
-        HostHeader { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+        HostHeader { .. } | BadHeader { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Body(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unavailable(_)
@@ -41,7 +41,8 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         | NoQuorum
         | LeaderSilent { .. }
         | Deadline { .. }
-        | Behind { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        | Behind { .. }
+        | NotFreshEnough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

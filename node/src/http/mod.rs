@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -37,8 +37,10 @@ use self::body::Body;
 use self::router::{Admin, Endpoint, Oci, Query};
 use crate::auth::Auth;
 use crate::error::{Error, Result};
+use crate::receipt;
 use crate::registry::Registry;
 use crate::tls::Tls;
+use stowage_storage::types::NodeId;
 
 /// What the edge serves with: the registry, who may use it, and how many
 /// connections it holds at once.
@@ -51,6 +53,8 @@ pub struct Api {
     pub header_read_timeout: Duration,
     /// How upload requests reach the node owning their session.
     pub forwarder: proxy::Forwarder,
+    /// One info line per request (`access_log`).
+    pub access_log: bool,
 }
 
 /// What a connection beyond `max_connections` gets before it is closed:
@@ -76,25 +80,90 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
 }
 
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Body> {
+    let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
-    let routed =
-        check_host(req.version(), req.headers()).and_then(|()| router::route(&method, &path));
-    let result = match routed {
-        Ok(endpoint) => checked(&api, endpoint, req, peer).await,
-        Err(e) => Err(e),
-    };
+    let bytes_in = content_length(req.headers());
+    let (result, receipt) = receipt::scope(async {
+        let routed =
+            check_host(req.version(), req.headers()).and_then(|()| router::route(&method, &path));
+        match routed {
+            Ok(endpoint) => checked(&api, endpoint, req, peer).await,
+            Err(e) => Err(e),
+        }
+    })
+    .await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => error::response(&e, head),
     };
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    stamp(resp.headers_mut(), api.reg.settings.node_id, &receipt);
+    if api.access_log {
+        // When the answer's head is ready: a streamed body may still be
+        // going out, so `bytes_out` is what the answer declares.
+        tracing::info!(
+            target: "stowage::access",
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            bytes_in,
+            bytes_out = content_length(resp.headers()),
+            ms = started.elapsed().as_millis() as u64,
+            caller = %receipt.caller.as_deref().unwrap_or("-"),
+            peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        );
+    }
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
     );
     resp
+}
+
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Which node answered, and for a write the entry that made it durable: a
+/// client (or a chaos checker) can then ask any node for a read at least
+/// that fresh with `Stowage-Min-Log-Index`. A forwarded upload request
+/// keeps the headers of the node that served it.
+fn stamp(headers: &mut HeaderMap, node: NodeId, receipt: &receipt::Receipt) {
+    if !headers.contains_key(NODE_HEADER) {
+        headers.insert(NODE_HEADER, HeaderValue::from(node.0));
+    }
+    if let Some(w) = receipt.write {
+        headers.insert(LOG_INDEX_HEADER, HeaderValue::from(w.index));
+        headers.insert(TERM_HEADER, HeaderValue::from(w.term));
+    }
+}
+
+pub const NODE_HEADER: &str = "stowage-node";
+pub const LOG_INDEX_HEADER: &str = "stowage-log-index";
+pub const TERM_HEADER: &str = "stowage-term";
+pub const MIN_LOG_INDEX_HEADER: &str = "stowage-min-log-index";
+
+/// A read may demand a node that has applied at least a given entry (one a
+/// write it saw acknowledged elsewhere named); the node waits for it within
+/// the request deadline, else answers 503.
+async fn wait_fresh_enough(reg: &Registry, headers: &HeaderMap) -> Result<()> {
+    let Some(v) = headers.get(MIN_LOG_INDEX_HEADER) else {
+        return Ok(());
+    };
+    let index = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| Error::BadHeader {
+            name: "Stowage-Min-Log-Index",
+            reason: "expected a log index (a non-negative integer)".into(),
+        })?;
+    reg.consensus().wait_applied_for_client(index).await
 }
 
 /// Authenticates and authorizes once, then runs the endpoint.
@@ -123,8 +192,14 @@ async fn checked(
     }
     let query = Query::parse(req.uri().query());
     let caller = auth.authenticate(req.headers(), peer, &challenge).await?;
+    if let Some(name) = caller.name() {
+        receipt::caller(name.as_str());
+    }
     for need in access::needs(&endpoint, req.method(), &query) {
         auth.authorize(&caller, &need, &challenge)?;
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        wait_fresh_enough(reg, req.headers()).await?;
     }
     let (parts, body) = req.into_parts();
     match endpoint {

@@ -5,6 +5,8 @@ mod common;
 
 /// Version check, health, routing errors.
 mod t10_basics;
+/// Write headers, freshness-demanding reads, the access log.
+mod t12_headers;
 /// Open-files limit and the connection cap.
 mod t15_limits;
 /// Blob reads, ranges, deletes, monolithic pushes, digest checks.
