@@ -63,6 +63,16 @@ impl Cluster {
     /// Like `start`, with each node's extra TOML made from its id (its own
     /// certificate, say).
     pub fn start_each(zones: &[&str], extra_toml: impl Fn(u64) -> String) -> Cluster {
+        Self::launch(zones, extra_toml, false)
+    }
+
+    /// Like `start`, with the same `peers` list, every node in it, given to
+    /// every node (each finds itself by its id).
+    pub fn start_one_peer_list(zones: &[&str]) -> Cluster {
+        Self::launch(zones, |_| String::new(), true)
+    }
+
+    fn launch(zones: &[&str], extra_toml: impl Fn(u64) -> String, one_list: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = stowage_bin();
         let specs: Vec<(u64, String, String)> = zones
@@ -84,7 +94,7 @@ impl Cluster {
                 *id,
                 zone,
                 rpc,
-                &peer_list(&specs, *id),
+                &peer_list(&specs, if one_list { 0 } else { *id }),
                 &data,
                 &extra_toml(*id),
             );

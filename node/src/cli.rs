@@ -421,6 +421,7 @@ impl ServeArgs {
         if let Some(v) = &self.tls_key_file {
             c.tls_key_file = Some(v.clone());
         }
+        c.take_self_from_peers()?;
         c.validate()?;
         Ok(c)
     }

@@ -225,6 +225,38 @@ impl Config {
         })
     }
 
+    /// One `peers` list may serve every node, as etcd's
+    /// `--initial-cluster` does: the entry with this node's id is taken out
+    /// and gives its zone (unless `zone` says otherwise, which is refused as
+    /// ambiguous) and the address peers reach it at (unless
+    /// `cluster_advertise` is set).
+    pub fn take_self_from_peers(&mut self) -> Result<(), ConfigError> {
+        let me = self.node_id;
+        let Some(pos) = self.peers.iter().position(|p| p.id.0 == me) else {
+            return Ok(());
+        };
+        let entry = self.peers.remove(pos);
+        if self.peers.iter().any(|p| p.id.0 == me) {
+            return Err(ConfigError::Invalid {
+                key: "peers",
+                reason: "lists this node's id more than once",
+            });
+        }
+        if self.zone == Zone::default() {
+            self.zone = entry.info.zone;
+        } else if self.zone != entry.info.zone {
+            return Err(ConfigError::Invalid {
+                key: "peers",
+                reason: "lists this node in another zone than `zone` says",
+            });
+        }
+        let listen = self.cluster_listen.map(|l| l.to_string());
+        if self.cluster_advertise.is_none() && listen.as_deref() != Some(&entry.info.rpc_addr) {
+            self.cluster_advertise = Some(entry.info.rpc_addr);
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
         if self.node_id == 0 {
@@ -513,6 +545,43 @@ mod tests {
             ..Config::default()
         };
         assert!(dup.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn one_peer_list_serves_every_node() {
+        let p = |s: &str| s.parse::<PeerSpec>().unwrap();
+        let all = vec![p("1=a@h1:7000"), p("2=b@h2:7000"), p("3=c@h3:7000")];
+        let mut c = Config {
+            node_id: 2,
+            cluster_listen: Some("0.0.0.0:7000".parse().unwrap()),
+            peers: all.clone(),
+            ..Config::default()
+        };
+        c.take_self_from_peers().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.zone.as_str(), "b");
+        assert_eq!(c.cluster_addr(), "h2:7000");
+        let ids: Vec<u64> = c.peers.iter().map(|p| p.id.0).collect();
+        assert_eq!(ids, vec![1, 3]);
+        // An explicit zone or advertise address wins only if it agrees.
+        let mut clash = Config {
+            node_id: 2,
+            zone: "c".parse().unwrap(),
+            cluster_listen: Some("0.0.0.0:7000".parse().unwrap()),
+            peers: all.clone(),
+            ..Config::default()
+        };
+        assert!(clash.take_self_from_peers().is_err());
+        let mut same = Config {
+            node_id: 3,
+            zone: "c".parse().unwrap(),
+            cluster_listen: Some("0.0.0.0:7000".parse().unwrap()),
+            cluster_advertise: Some("10.0.0.3:7000".into()),
+            peers: all,
+            ..Config::default()
+        };
+        same.take_self_from_peers().unwrap();
+        assert_eq!(same.cluster_addr(), "10.0.0.3:7000");
     }
 
     #[test]

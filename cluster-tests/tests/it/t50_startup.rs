@@ -157,3 +157,27 @@ async fn a_data_directory_of_another_cluster_is_refused() {
     assert!(!ok);
     assert!(stderr.contains("belongs to cluster"), "{stderr}");
 }
+
+/// One `peers` list, every node in it, serves every node (as etcd's
+/// `--initial-cluster`): each finds itself by its id and the three form one
+/// cluster that replicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_list_with_every_node_in_it_forms_the_cluster() {
+    let cluster = Cluster::start_one_peer_list(&["a", "b", "c"]);
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    let c = client();
+    let (d, layers) = stowage_cluster_tests::oci::push_image(
+        &c,
+        &cluster.url(1),
+        "one/list",
+        "v1",
+        77,
+        &[50_000],
+    )
+    .await;
+    stowage_cluster_tests::oci::verify_image(&c, &cluster.url(3), "one/list", "v1", &d, &layers)
+        .await;
+    let status = cluster.status(2).await.expect("status");
+    let members = status["members"].as_array().map_or(0, Vec::len);
+    assert_eq!(members, 3, "{status}");
+}
