@@ -103,6 +103,25 @@ fn role(state: ServerState) -> &'static str {
 }
 
 pub async fn status(reg: &Registry) -> Result<Status> {
+    let mut s = local_status(reg)?;
+    s.replication = reg.lifecycle().cluster_health().await;
+    Ok(s)
+}
+
+/// The Prometheus exposition of this node (its own view: no peer is asked,
+/// so a scrape never waits on a down one).
+pub async fn metrics(reg: &Registry) -> Result<String> {
+    let s = local_status(reg)?;
+    let extra = crate::metrics::Extra {
+        upload_sessions: reg.upload_sessions(),
+    };
+    reg.metrics()
+        .render(&s, &extra)
+        .map_err(|e| Error::Unavailable(format!("metrics did not encode: {e}")))
+}
+
+/// The status without the other members' replica health.
+fn local_status(reg: &Registry) -> Result<Status> {
     let consensus = reg.consensus();
     let m = consensus.metrics();
     let me = consensus.id();
@@ -177,7 +196,7 @@ pub async fn status(reg: &Registry) -> Result<Status> {
         cluster_id: reg.cluster_id()?,
         members,
         chunks: reg.lifecycle().health(),
-        replication: reg.lifecycle().cluster_health().await,
+        replication: ClusterHealth::default(),
         workers: reg.lifecycle().workers.status(),
     })
 }

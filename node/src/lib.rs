@@ -23,6 +23,7 @@ pub mod consensus;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod metrics;
 pub mod placement;
 pub mod raft;
 pub mod receipt;

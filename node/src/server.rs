@@ -217,11 +217,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         replicas: config.replicas,
         write_quorum: config.write_quorum,
     };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.clone().follow(&raft);
     let chunk_io = Arc::new(ChunkIo::new(
         store.clone(),
         consensus.clone(),
         peers.clone(),
         replication,
+        metrics,
     ));
     let health = Arc::new(HealthBoard::new(store.clone()));
 

@@ -72,7 +72,7 @@ pub struct MemberHealth {
 }
 
 /// Replica health of every member, and the one-line verdict.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterHealth {
     pub nodes: Vec<MemberHealth>,
     pub missing_chunks: u64,

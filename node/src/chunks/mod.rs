@@ -55,6 +55,7 @@ pub struct ChunkIo {
     peers: Arc<Peers>,
     replication: Replication,
     pins: Arc<PinTable>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A chunk written: its reference, its pin, and the nodes holding a copy.
@@ -70,8 +71,10 @@ impl ChunkIo {
         consensus: Arc<Consensus>,
         peers: Arc<Peers>,
         replication: Replication,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         ChunkIo {
+            metrics,
             store,
             consensus,
             peers,
@@ -140,12 +143,20 @@ impl ChunkIo {
             Ok::<_, Error>((r, pins))
         })
         .await??;
-        let holders = self.replicate(chunk.id, data).await?;
+        let started = std::time::Instant::now();
+        let replicated = self.replicate(chunk.id, data).await;
+        self.metrics
+            .chunk_write(replicated.is_ok(), started.elapsed());
+        let holders = replicated?;
         Ok(Written {
             chunk,
             pins,
             holders,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn is_pinned(&self, id: &ChunkId) -> bool {

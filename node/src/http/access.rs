@@ -28,7 +28,9 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
         // Probes, the status report and the token endpoint are open (the
         // token endpoint checks credentials itself); every other admin
         // route, read or write, needs `admin`.
-        Endpoint::Admin(Admin::Health | Admin::Ready | Admin::Status | Admin::Token) => {
+        Endpoint::Admin(
+            Admin::Health | Admin::Ready | Admin::Status | Admin::Metrics | Admin::Token,
+        ) => {
             vec![Need::Nothing]
         }
         Endpoint::Admin(

@@ -77,6 +77,21 @@ pub async fn admin(
             finish(builder(StatusCode::OK), body::full("ready\n"))
         }
         Admin::Status if read => admin_json(&crate::admin::status(reg).await?, head),
+        Admin::Metrics if read => {
+            let text = crate::admin::metrics(reg).await?;
+            let resp = builder(StatusCode::OK).header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            );
+            if head {
+                finish(
+                    resp.header(header::CONTENT_LENGTH, text.len()),
+                    body::empty(),
+                )
+            } else {
+                finish(resp, body::full(text))
+            }
+        }
         Admin::Members if method == Method::POST => {
             let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
             let req: crate::admin::MembersRequest =

@@ -85,12 +85,12 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
     let bytes_in = content_length(req.headers());
-    let (result, receipt) = receipt::scope(async {
+    let ((label, result), receipt) = receipt::scope(async {
         let routed =
             check_host(req.version(), req.headers()).and_then(|()| router::route(&method, &path));
         match routed {
-            Ok(endpoint) => checked(&api, endpoint, req, peer).await,
-            Err(e) => Err(e),
+            Ok(endpoint) => (endpoint.label(), checked(&api, endpoint, req, peer).await),
+            Err(e) => ("unrouted", Err(e)),
         }
     })
     .await;
@@ -99,6 +99,15 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
         Err(e) => error::response(&e, head),
     };
     stamp(resp.headers_mut(), api.reg.settings.node_id, &receipt);
+    let bytes_out = content_length(resp.headers());
+    api.reg.metrics().request(
+        label,
+        method.as_str(),
+        resp.status().as_u16(),
+        bytes_in,
+        bytes_out,
+        started.elapsed(),
+    );
     if api.access_log {
         // When the answer's head is ready: a streamed body may still be
         // going out, so `bytes_out` is what the answer declares.
@@ -108,8 +117,8 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
             %path,
             status = resp.status().as_u16(),
             bytes_in,
-            bytes_out = content_length(resp.headers()),
-            ms = started.elapsed().as_millis() as u64,
+            bytes_out,
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             caller = %receipt.caller.as_deref().unwrap_or("-"),
             peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
         );

@@ -53,6 +53,8 @@ pub enum Admin {
     Ready,
     /// `/_stowage/status`: the admin status report.
     Status,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
     /// `/_stowage/members`: membership changes.
     Members,
     /// `/_stowage/gc`: garbage collection status (GET) and passes (POST).
@@ -82,6 +84,37 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// A stable, low-cardinality name for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Oci(o) => match o {
+                Oci::ApiVersion => "api_version",
+                Oci::Catalog => "catalog",
+                Oci::Blob { .. } => "blob",
+                Oci::StartUpload { .. } => "upload_start",
+                Oci::Upload { .. } => "upload",
+                Oci::Manifest { .. } => "manifest",
+                Oci::Tags { .. } => "tags",
+                Oci::Referrers { .. } => "referrers",
+            },
+            Endpoint::Admin(a) => match a {
+                Admin::Health => "healthz",
+                Admin::Ready => "readyz",
+                Admin::Status => "status",
+                Admin::Metrics => "metrics",
+                Admin::Members => "members",
+                Admin::Gc => "gc",
+                Admin::Scrub => "scrub",
+                Admin::Token => "token",
+                Admin::Accounts { .. } => "accounts",
+                Admin::Access => "access",
+                Admin::Keys => "keys",
+            },
+        }
+    }
+}
+
 impl Oci {
     pub fn allow(&self) -> &'static str {
         match self {
@@ -99,7 +132,7 @@ impl Oci {
 impl Admin {
     pub fn allow(&self) -> &'static str {
         match self {
-            Admin::Health | Admin::Ready | Admin::Status => "GET, HEAD",
+            Admin::Health | Admin::Ready | Admin::Status | Admin::Metrics => "GET, HEAD",
             Admin::Members | Admin::Keys => "POST",
             Admin::Token => "GET, POST",
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
@@ -122,6 +155,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/healthz" => Some(Admin::Health),
         "/readyz" => Some(Admin::Ready),
         "/_stowage/status" => Some(Admin::Status),
+        "/metrics" => Some(Admin::Metrics),
         "/_stowage/members" => Some(Admin::Members),
         "/_stowage/gc" => Some(Admin::Gc),
         "/_stowage/scrub" => Some(Admin::Scrub),
@@ -263,6 +297,7 @@ mod tests {
             ("/healthz".into(), Admin::Health),
             ("/readyz".into(), Admin::Ready),
             ("/_stowage/status".into(), Admin::Status),
+            ("/metrics".into(), Admin::Metrics),
             ("/_stowage/members".into(), Admin::Members),
             ("/_stowage/gc".into(), Admin::Gc),
             ("/_stowage/scrub".into(), Admin::Scrub),

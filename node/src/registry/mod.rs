@@ -141,6 +141,15 @@ impl Registry {
         &self.lifecycle
     }
 
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.chunks.metrics()
+    }
+
+    /// Upload sessions open on this node.
+    pub fn upload_sessions(&self) -> u64 {
+        self.store.uploads.len() as u64
+    }
+
     async fn propose(&self, cmd: Command) -> Result<Outcome> {
         self.consensus.propose(cmd).await
     }

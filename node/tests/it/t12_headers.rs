@@ -177,3 +177,57 @@ async fn the_access_log_can_be_turned_off_and_names_the_caller() {
     let off = run(false).await;
     assert!(!off.contains("stowage::access"), "{off}");
 }
+
+/// `GET /metrics`: OpenMetrics text with the requests answered, the chunk
+/// writes, Raft's position and the process, every family documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_show_the_node() {
+    let node = Node::start(bin());
+    let c = client();
+    let blob = data(120, 300_000);
+    push_blob(&c, &node.url, "m/app", &blob).await;
+    let r = c
+        .get(format!("{}/v2/m/app/blobs/{}", node.url, sha256(&blob)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), blob.len());
+    let r = c.get(format!("{}/metrics", node.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert!(
+        value(r#"stowage_http_requests_total{endpoint="blob",method="GET",status="200"}"#) >= 1.0
+    );
+    assert!(
+        value(r#"stowage_http_requests_total{endpoint="upload_start",method="POST",status="201"}"#)
+            >= 1.0
+    );
+    assert!(value("stowage_http_sent_bytes_total") >= blob.len() as f64);
+    assert!(value("stowage_http_received_bytes_total") >= blob.len() as f64);
+    assert!(value(r#"stowage_chunk_writes_total{result="ok"}"#) >= 1.0);
+    assert_eq!(value("stowage_raft_is_leader"), 1.0);
+    assert!(value("stowage_raft_applied_index") >= 1.0);
+    assert!(value("stowage_process_resident_memory_bytes") > 0.0);
+    assert!(value("stowage_process_open_fds") > 0.0);
+    assert!(text.contains(r#"stowage_worker_state{worker="#), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+    // Every family has its help line.
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no help"
+        );
+    }
+}
