@@ -24,12 +24,14 @@ use crate::error::{Error, Result};
 const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// Frames queued between the network and the hashing thread.
 const FRAME_QUEUE: usize = 16;
-/// After a chunk write failed (or a push was refused before its body was
-/// read), up to this much of the rest of the body is read and dropped
-/// before the error is answered: an HTTP/1.1 client that
-/// sends its whole body before reading the answer then sees the error (a
-/// 507 on a full disk) instead of a reset connection. A longer rest is cut
-/// off; the client's retry gets the error at once.
+/// When a push is refused before its body is read (or the pipeline stops
+/// taking it), up to this much of the rest is read and dropped before the
+/// error is answered: hyper closes a connection whose body is left unread,
+/// so an HTTP/1.1 client that sends its whole body before reading the
+/// answer would see a reset instead of the error (a 507 on a full disk).
+/// A longer rest is cut off; the client's retry gets the error at once.
+/// (A chunk write that fails does not stop the pipeline: the body is read
+/// to its end and the write's error answered.)
 const DRAIN_AFTER_FAILURE_BYTES: u64 = 16 << 20;
 
 /// Shared limits of the upload data path.
@@ -215,8 +217,9 @@ impl Ingest {
             Ok::<_, Error>((out, pins, holders))
         });
 
-        // `None`: the pipeline stopped taking frames, which only a failed
-        // chunk write does; that write's error is then the one to report.
+        // `None`: the pipeline stopped taking frames (its hasher or writer
+        // ended early); the writer's error, if it has one, is the cause and
+        // the one to report.
         let fed: Result<(), Option<Error>> = async {
             for data in head {
                 frame_tx.send(data).await.map_err(|_| None)?;

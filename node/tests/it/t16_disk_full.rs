@@ -42,7 +42,9 @@ impl Mount {
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            // One line, so the SKIPPED notice stays one line.
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(why.trim().lines().collect::<Vec<_>>().join(" "));
         }
         Ok(Mount { path: path.into() })
     }
