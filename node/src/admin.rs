@@ -1,7 +1,8 @@
 //! The admin view of a node: the status report (`GET /_stowage/status`,
 //! `stowage status`: Raft position, members, replica health of every node,
 //! background jobs) and membership change requests (`POST
-//! /_stowage/members`, `stowage members`). The same serde types serve the
+//! /_stowage/members`, `stowage members`), with this node's disk (free
+//! space, read-only for lack of it). The same serde types serve the
 //! server and the CLI, so the two cannot drift apart.
 
 use std::time::Instant;
@@ -43,6 +44,10 @@ pub struct Status {
     /// Every member's copies, and the one-line verdict.
     pub replication: ClusterHealth,
     pub workers: Vec<crate::workers::WorkerStatus>,
+    /// This node's free space and whether it is read-only for lack of it
+    /// (default: a node from before this field, for the CLI).
+    #[serde(default)]
+    pub disk: crate::disk::DiskStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,13 +203,15 @@ fn local_status(reg: &Registry) -> Result<Status> {
         chunks: reg.lifecycle().health(),
         replication: ClusterHealth::default(),
         workers: reg.lifecycle().workers.status(),
+        // One statvfs and one stat: microseconds, not worth a thread hop.
+        disk: reg.disk_status(),
     })
 }
 
 /// The status as the table `stowage status` prints.
 pub fn render(s: &Status) -> String {
     let mut out = format!(
-        "node {} (zone {}) is {}{} · leader {} · term {} · applied {} · log {} · snapshot {}\ncluster {} · incarnation {}\n\n",
+        "node {} (zone {}) is {}{} · leader {} · term {} · applied {} · log {} · snapshot {}\ncluster {} · incarnation {}\n{}\n\n",
         s.node_id,
         s.zone,
         s.role,
@@ -220,7 +227,9 @@ pub fn render(s: &Status) -> String {
         opt(s.snapshot),
         s.cluster_id.as_deref().unwrap_or("(not formed yet)"),
         s.incarnation,
+        crate::disk::render(&s.disk),
     );
+
     out.push_str(&format!(
         "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
         "ID", "ZONE", "CLUSTER ADDR", "HTTP ADDR", "VOTER", "LAST CONTACT", "MATCHED"

@@ -12,6 +12,13 @@ use stowage_storage::types::{NodeId, Zone};
 
 use crate::cluster::PeerSpec;
 
+/// Enough for several snapshots of a large registry's metadata and the log
+/// entries behind them, and under 1 % of a typical registry disk.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
+/// sled needs a few MiB to open and the Raft log a few more to catch up;
+/// 64 MiB leaves a wide margin and costs nothing to preallocate.
+pub const DEFAULT_BALLAST_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -35,6 +42,18 @@ pub struct Config {
     pub max_manifest_bytes: usize,
     /// Memory sled may use to cache metadata.
     pub meta_cache_bytes: u64,
+    /// Free space kept on the data directory's filesystem: below it the
+    /// node takes no new data (uploads, manifest pushes, copies from peers,
+    /// repair fetches answer 507) and keeps serving reads; writes resume as
+    /// soon as space is back. The reserve is room for what must not fail:
+    /// the Raft log and snapshots, which keep growing while others write.
+    /// 0: no reserve, only a real ENOSPC stops writes.
+    pub min_free_bytes: u64,
+    /// A preallocated file (`<data_dir>/ballast`) deleted when free space
+    /// falls under half of `min_free_bytes`, at start or while running, so
+    /// sled and the Raft log always have room; made again once free space
+    /// covers the reserve plus the ballast. 0: no ballast.
+    pub ballast_bytes: u64,
     /// Upload sessions idle this long are cancelled; also the lease an
     /// acknowledged upload holds its blob by until a manifest references it.
     pub upload_expiry_secs: u64,
@@ -152,6 +171,8 @@ impl Default for Config {
             chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
             max_manifest_bytes: 4 << 20,
             meta_cache_bytes: stowage_storage::DEFAULT_META_CACHE_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            ballast_bytes: DEFAULT_BALLAST_BYTES,
             upload_expiry_secs: 24 * 3600,
             gc_grace_secs: 24 * 3600,
             gc_interval_secs: 3600,
@@ -418,6 +439,13 @@ impl Config {
         b.build()
     }
 
+    pub fn space(&self) -> stowage_storage::SpaceConfig {
+        stowage_storage::SpaceConfig {
+            min_free_bytes: self.min_free_bytes,
+            ballast_bytes: self.ballast_bytes,
+        }
+    }
+
     pub fn lifecycle(&self) -> crate::chunks::lifecycle::LifecycleConfig {
         use crate::chunks::gc::GcConfig;
         crate::chunks::lifecycle::LifecycleConfig {
@@ -622,6 +650,18 @@ mod tests {
         c.validate().unwrap();
         assert!(c.auth().tls);
         assert_eq!(c.tls().unwrap().key, PathBuf::from("/etc/stowage/key.pem"));
+    }
+
+    #[test]
+    fn the_disk_reserve_and_ballast_are_settings() {
+        let c = Config::default();
+        assert_eq!(
+            (c.space().min_free_bytes, c.space().ballast_bytes),
+            (1 << 30, 64 << 20)
+        );
+        let c: Config = toml::from_str("min_free_bytes = 0\nballast_bytes = 0").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.space().min_free_bytes, c.space().ballast_bytes), (0, 0));
     }
 
     #[test]

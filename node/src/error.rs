@@ -132,6 +132,13 @@ pub enum Error {
     #[error("invalid admin request: {0}")]
     AdminRequest(String),
 
+    /// A write failed because a disk was full, found where the storage
+    /// error itself no longer travels (an upload's committer keeps its
+    /// first failure as text). A storage error that says so directly stays
+    /// `Storage`; both answer 507.
+    #[error("{0}")]
+    DiskFull(String),
+
     #[error("storage: {0}")]
     Storage(#[from] stowage_storage::Error),
 
@@ -140,6 +147,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error is a full disk (this node's reserve, or ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull(_) => true,
+            Error::Storage(e) => e.is_disk_full(),
+            _ => false,
+        }
+    }
+
     /// Classifies validation errors of identifiers from the storage crate
     /// into their API meaning; anything else stays a storage error.
     pub fn from_parse(e: stowage_storage::Error) -> Self {

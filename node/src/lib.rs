@@ -9,7 +9,8 @@
 //! parsing and media types), `consensus.rs` (writes through Raft, read
 //! barriers), `raft/` (openraft type config, log store, state machine,
 //! network), `cluster/` (peers, RPC services, bootstrap), `placement.rs`
-//! (where chunk copies go), `admin.rs` (status and membership), `config.rs`,
+//! (where chunk copies go), `admin.rs` (status and membership), `disk.rs`
+//! (free space and the ballast, as status shows them), `config.rs`,
 //! `cli.rs`, `server.rs` (start-up and shutdown), `error.rs`, `tls/`
 //! (HTTPS on the registry port, `stowage cert`).
 
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod disk;
 pub mod error;
 pub mod http;
 pub mod manifest;

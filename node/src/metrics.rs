@@ -401,6 +401,26 @@ impl Metrics {
             errors,
         );
 
+        let d = &s.disk;
+        gauge(
+            &mut r,
+            "disk_free_bytes",
+            "Free space on the data directory's filesystem",
+            d.free_bytes,
+        );
+        gauge(
+            &mut r,
+            "disk_total_bytes",
+            "Size of the data directory's filesystem",
+            d.total_bytes,
+        );
+        gauge(
+            &mut r,
+            "disk_read_only",
+            "1 while free space is under min_free_bytes (pushes answer 507)",
+            u64::from(d.read_only),
+        );
+
         let p = process();
         gauge(
             &mut r,

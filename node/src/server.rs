@@ -165,6 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store_config = StoreConfig {
         data_dir: config.data_dir.clone(),
         meta_cache_bytes: config.meta_cache_bytes,
+        space: config.space(),
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
         .await?
@@ -341,6 +342,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         chunk_io,
         lifecycle,
     );
+    workers.spawn(Arc::new(crate::disk::DiskWatch::new(store.clone())));
     workers.spawn(Arc::new(UploadExpiry {
         registry: registry.clone(),
         interval: Duration::from_secs(config.sweep_interval_secs),

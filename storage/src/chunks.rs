@@ -6,13 +6,14 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use crate::durable::{self, TempFile};
 use crate::error::{Error, Result};
+use crate::space::Space;
 use crate::types::ChunkId;
 
 /// What a sweep of unreferenced chunk files did.
@@ -34,6 +35,9 @@ pub struct ChunkStore {
     /// Whether chunk files are written with O_DIRECT; turned off for good
     /// the first time the filesystem refuses it (tmpfs, some FUSE mounts).
     direct_io: AtomicBool,
+    /// The free-space reserve new chunk files are checked against; none
+    /// for a bare store (tests, tools).
+    space: Option<Arc<Space>>,
 }
 
 /// O_DIRECT wants buffers, offsets and lengths aligned to the device's
@@ -58,7 +62,16 @@ impl ChunkStore {
             tmp,
             sweep_lock: RwLock::new(()),
             direct_io: AtomicBool::new(true),
+            space: None,
         })
+    }
+
+    /// Refuses new chunk files (`Error::DiskFull`) while `space` is below
+    /// its reserve. Every chunk write goes through here (uploads, copies
+    /// from peers, repair), so no path can fill the disk past the reserve.
+    pub fn with_space(mut self, space: Arc<Space>) -> Self {
+        self.space = Some(space);
+        self
     }
 
     pub fn path_of(&self, id: &ChunkId) -> PathBuf {
@@ -92,6 +105,10 @@ impl ChunkStore {
             if refresh(&dest)? {
                 return Ok(());
             }
+        }
+        // A chunk already here costs no space, so only a new one is checked.
+        if let Some(space) = &self.space {
+            space.check()?;
         }
         let tmp = match self.write_direct(data) {
             Some(tmp) => tmp,
@@ -322,6 +339,34 @@ mod tests {
         assert_eq!(store.put(b"hello").unwrap(), id);
         assert_eq!(&store.get(&id).unwrap()[..], b"hello");
         assert_eq!(store.list().unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn below_the_reserve_new_chunks_are_refused_and_present_ones_refreshed() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        use crate::space::SpaceConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let free = Arc::new(AtomicU64::new(1 << 30));
+        let f = free.clone();
+        let space = Arc::new(Space::with_probe(
+            dir.path(),
+            SpaceConfig {
+                min_free_bytes: 1 << 20,
+                ballast_bytes: 0,
+            },
+            Box::new(move |_| Ok((f.load(Ordering::SeqCst), 1 << 40))),
+        ));
+        let store = ChunkStore::open(dir.path()).unwrap().with_space(space);
+        let old = store.put(b"before").unwrap();
+        free.store(1000, Ordering::SeqCst);
+        let e = store.put(b"after").unwrap_err();
+        assert!(e.is_disk_full(), "{e}");
+        assert!(!store.contains(&ChunkId::of(b"after")));
+        // Deduplicated content needs no space.
+        assert_eq!(store.put(b"before").unwrap(), old);
+        assert_eq!(&store.get(&old).unwrap()[..], b"before");
+        assert!(durable::remove_temp_files(&store.tmp).unwrap() == 0);
     }
 
     #[test]

@@ -81,6 +81,16 @@ pub enum Error {
 
     #[error("snapshot is malformed: {0}")]
     SnapshotFormat(&'static str),
+
+    #[error(
+        "disk full: {path} has {free_bytes} bytes free, under the {min_free_bytes}-byte reserve \
+         (min_free_bytes); this node takes no new data until space is freed, and reads still work"
+    )]
+    DiskFull {
+        path: PathBuf,
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
 }
 
 impl Error {
@@ -89,5 +99,17 @@ impl Error {
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+
+    /// Whether this is the disk being full: below the reserve, or the
+    /// filesystem's own ENOSPC (or quota) from any write, sled's included.
+    /// The HTTP edge answers these 507, never as a client error.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Io { source, .. } => crate::space::is_out_of_space(source),
+            Error::Db(sled::Error::Io(source)) => crate::space::is_out_of_space(source),
+            _ => false,
+        }
     }
 }

@@ -10,6 +10,8 @@
 //! - `meta`: the replicated state machine (sled), its `Command`s and reads.
 //! - `uploads`: this node's upload sessions (not replicated).
 //! - `resync`: this node's persistent queue of chunks to fetch or check.
+//! - `space`: free space on the data directory, the reserve below which no
+//!   new data is taken, and the ballast file.
 //!
 //! `Store` opens all of them under one data directory.
 
@@ -21,6 +23,7 @@ pub mod identity;
 pub mod log;
 pub mod meta;
 pub mod resync;
+pub mod space;
 pub mod types;
 pub mod uploads;
 
@@ -32,6 +35,7 @@ pub use crate::error::{Error, Result};
 pub use crate::log::LogStore;
 pub use crate::meta::StateMachine;
 pub use crate::resync::ResyncQueue;
+pub use crate::space::{Space, SpaceConfig};
 pub use crate::uploads::UploadStore;
 
 /// sled keeps up to this much of the metadata cached; its default (1 GiB)
@@ -42,21 +46,30 @@ pub const DEFAULT_META_CACHE_BYTES: u64 = 64 << 20;
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub meta_cache_bytes: u64,
+    pub space: SpaceConfig,
 }
 
 impl StoreConfig {
+    /// Defaults with no free-space reserve and no ballast (the node sets
+    /// both from its configuration).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             data_dir: data_dir.into(),
             meta_cache_bytes: DEFAULT_META_CACHE_BYTES,
+            space: SpaceConfig {
+                min_free_bytes: 0,
+                ballast_bytes: 0,
+            },
         }
     }
 }
 
 /// One node's storage, opened from its data directory:
-/// `chunks/`, `meta/` (sled), `log/`, and the `incarnation` file.
+/// `chunks/`, `meta/` (sled), `log/`, the `incarnation` file and the
+/// `ballast`.
 pub struct Store {
     pub chunks: ChunkStore,
+    pub space: Arc<Space>,
     pub meta: StateMachine,
     pub uploads: UploadStore,
     pub resync: ResyncQueue,
@@ -70,8 +83,24 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self> {
         let dir = &config.data_dir;
         durable::create_dir_durable(dir)?;
+        let space = Arc::new(Space::new(dir, config.space));
+        // Before sled: on a full disk sled cannot open (it writes as it
+        // recovers), and the ballast is what makes room for it.
+        match space.tend_ballast() {
+            Ok(space::BallastChange::Released { bytes }) => tracing::warn!(
+                bytes,
+                "the disk is nearly full: released the ballast file so the node can start; \
+                 it takes no new data until space is freed"
+            ),
+            Ok(space::BallastChange::Created { bytes }) => {
+                tracing::info!(bytes, "made the ballast file")
+            }
+            Ok(space::BallastChange::Unchanged) => {}
+            // A ballast that cannot be made now is made later.
+            Err(e) => tracing::warn!(error = %e, "could not tend the ballast file"),
+        }
         let incarnation = identity::load_or_create(dir)?;
-        let chunks = ChunkStore::open(dir.join("chunks"))?;
+        let chunks = ChunkStore::open(dir.join("chunks"))?.with_space(space.clone());
         let db = sled::Config::new()
             .path(dir.join("meta"))
             .cache_capacity(config.meta_cache_bytes)
@@ -84,6 +113,7 @@ impl Store {
         let log = LogStore::open(dir.join("log"))?;
         Ok(Store {
             chunks,
+            space,
             meta,
             uploads,
             resync,

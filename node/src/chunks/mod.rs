@@ -224,6 +224,11 @@ impl ChunkIo {
                             .await;
                     match stored {
                         Ok(Ok(())) => {}
+                        // Served all the same; the disk watch reports a
+                        // full disk once, not per chunk.
+                        Ok(Err(e)) if e.is_disk_full() => {
+                            tracing::debug!(chunk = %id, error = %e, "could not keep a fetched chunk")
+                        }
                         Ok(Err(e)) => {
                             tracing::warn!(chunk = %id, error = %e, "could not keep a fetched chunk")
                         }

@@ -87,6 +87,15 @@ impl Worker for ResyncWorker {
     }
 
     async fn step(&self) -> Result<Step> {
+        // A fetched copy could not be kept below the free-space reserve;
+        // the queue waits (its entries stay due) instead of fetching chunks
+        // over the network only to drop them.
+        if let Err(e) = self.io.store().space.check() {
+            return Ok(Step::Idle(format!(
+                "paused, {} chunks queued: {e}",
+                self.io.store().resync.len()
+            )));
+        }
         let store = self.io.store().clone();
         let due: Vec<Queued> =
             tokio::task::spawn_blocking(move || store.resync.take_due(now_ms(), BATCH)).await??;

@@ -211,6 +211,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+fn out_of_space(e: stowage_storage::Error) -> Status {
+    Status::resource_exhausted(e.to_string())
+}
+
 #[tonic::async_trait]
 impl Chunks for ChunksService {
     async fn put(
@@ -222,6 +226,10 @@ impl Chunks for ChunksService {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
+        // Refused before the chunk is received: a node below its free-space
+        // reserve takes no copies (the writer counts it as a failed copy and
+        // this node's repair fetches it once space is back).
+        self.store.space.check().map_err(out_of_space)?;
         let mut stream = req.into_inner();
         let first = next_piece(&mut stream)
             .await?
@@ -244,6 +252,7 @@ impl Chunks for ChunksService {
             .map_err(internal)?
             .map_err(|e| match e {
                 stowage_storage::Error::ChunkCorrupt(_) => Status::invalid_argument(e.to_string()),
+                e if e.is_disk_full() => out_of_space(e),
                 other => internal(other),
             })?;
         Ok(Response::new(PutChunkReply {}))

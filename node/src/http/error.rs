@@ -43,6 +43,14 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         | Deadline { .. }
         | Behind { .. }
         | NotFreshEnough { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        // A full disk is the server's condition, not a fault in the
+        // request: 507 (RFC 4918), and a code named after it as
+        // UNAVAILABLE is after 503, since the spec has none. Checked before
+        // the generic storage arm so ENOSPC from anywhere lands here.
+        DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE"),
+        Storage(s) if s.is_disk_full() => {
+            (StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE")
+        }
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -60,6 +68,9 @@ pub fn response(e: &Error, head_only: bool) -> http::Response<Body> {
         // The cluster's condition, told to the client and logged once
         // where it changes (peers, Raft): not an error of this request.
         tracing::debug!(error = %e, "request refused: the cluster is unavailable");
+    } else if status == StatusCode::INSUFFICIENT_STORAGE {
+        // Logged once where it changes, by the disk watch.
+        tracing::debug!(error = %e, "request refused: the disk is full");
     } else if status.is_server_error() {
         tracing::error!(error = %e, "request failed");
     } else {
@@ -159,6 +170,32 @@ mod tests {
             ),
             (Error::HostHeader { count: 2 }, 400, "UNSUPPORTED"),
             (Error::NoLeader, 503, "UNAVAILABLE"),
+            (
+                Error::Storage(stowage_storage::Error::DiskFull {
+                    path: "/data".into(),
+                    free_bytes: 10,
+                    min_free_bytes: 100,
+                }),
+                507,
+                "INSUFFICIENT_STORAGE",
+            ),
+            (
+                Error::Storage(stowage_storage::Error::io("write", "/data/x")(
+                    std::io::Error::from_raw_os_error(28),
+                )),
+                507,
+                "INSUFFICIENT_STORAGE",
+            ),
+            (
+                Error::DiskFull("chunk write: disk full".into()),
+                507,
+                "INSUFFICIENT_STORAGE",
+            ),
+            (
+                Error::Storage(stowage_storage::Error::LogClosed),
+                500,
+                "UNKNOWN",
+            ),
             (Error::NoQuorum, 503, "UNAVAILABLE"),
             (
                 Error::LeaderSilent {

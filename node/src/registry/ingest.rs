@@ -24,6 +24,15 @@ use crate::error::{Error, Result};
 const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// Frames queued between the network and the hashing thread.
 const FRAME_QUEUE: usize = 16;
+/// When a push is refused before its body is read (or the pipeline stops
+/// taking it), up to this much of the rest is read and dropped before the
+/// error is answered: hyper closes a connection whose body is left unread,
+/// so an HTTP/1.1 client that sends its whole body before reading the
+/// answer would see a reset instead of the error (a 507 on a full disk).
+/// A longer rest is cut off; the client's retry gets the error at once.
+/// (A chunk write that fails does not stop the pipeline: the body is read
+/// to its end and the write's error answered.)
+const DRAIN_AFTER_FAILURE_BYTES: u64 = 16 << 20;
 
 /// Shared limits of the upload data path.
 pub struct Ingest {
@@ -208,16 +217,19 @@ impl Ingest {
             Ok::<_, Error>((out, pins, holders))
         });
 
-        let fed: Result<()> = async {
+        // `None`: the pipeline stopped taking frames (its hasher or writer
+        // ended early); the writer's error, if it has one, is the cause and
+        // the one to report.
+        let fed: Result<(), Option<Error>> = async {
             for data in head {
-                frame_tx.send(data).await.map_err(|_| pipeline_broke())?;
+                frame_tx.send(data).await.map_err(|_| None)?;
             }
-            while let Some(data) = next_data(&mut body, self.body_idle).await? {
+            while let Some(data) = next_data(&mut body, self.body_idle).await.map_err(Some)? {
                 received += data.len() as u64;
-                check_limit(received, limit_bytes)?;
-                frame_tx.send(data).await.map_err(|_| pipeline_broke())?;
+                check_limit(received, limit_bytes).map_err(Some)?;
+                frame_tx.send(data).await.map_err(|_| None)?;
             }
-            check_exact(received, limit_bytes)
+            check_exact(received, limit_bytes).map_err(Some)
         }
         .await;
         drop(frame_tx);
@@ -232,9 +244,16 @@ impl Ingest {
             })
         };
         if let Err(e) = fed {
+            if e.is_none() {
+                drain(&mut body, self.body_idle).await;
+            }
             // Let the pipeline wind down before reporting the failure.
-            let _ = stored.await;
-            return Err(e);
+            let written = stored.await;
+            return Err(match (e, written) {
+                (Some(e), _) => e,
+                (None, Err(cause)) => cause,
+                (None, Ok(_)) => pipeline_broke(),
+            });
         }
         Ok(Received {
             chunker,
@@ -271,6 +290,22 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// Reads and drops what is left of `body`, up to
+/// `DRAIN_AFTER_FAILURE_BYTES`; any failure just ends it.
+pub(super) async fn drain<B>(body: &mut B, idle: std::time::Duration)
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut dropped = 0u64;
+    while dropped < DRAIN_AFTER_FAILURE_BYTES {
+        match next_data(body, idle).await {
+            Ok(Some(data)) => dropped += data.len() as u64,
+            Ok(None) | Err(_) => return,
         }
     }
 }

@@ -129,6 +129,11 @@ impl Registry {
             .map(|h| h.http_addr)
     }
 
+    /// This node's free space, reserve and ballast.
+    pub fn disk_status(&self) -> crate::disk::DiskStatus {
+        crate::disk::status(&self.store)
+    }
+
     pub fn consensus(&self) -> &Arc<Consensus> {
         &self.consensus
     }
@@ -148,6 +153,31 @@ impl Registry {
     /// Upload sessions open on this node.
     pub fn upload_sessions(&self) -> u64 {
         self.store.uploads.len() as u64
+    }
+
+    /// Refuses a push (a new upload, its bodies, a mount, a manifest) while
+    /// this node's disk is below its reserve, before it writes anything or
+    /// proposes to the Raft log: the reserve is the log's room, and openraft
+    /// treats a failed log write as fatal. Deletes and admin changes are
+    /// not pushes: they are small, and deletes are how space is freed.
+    fn admit_push(&self) -> Result<()> {
+        Ok(self.store.space.check()?)
+    }
+
+    /// `admit_push` for a request whose body is still unread: a refused
+    /// body is read and dropped first (up to a bound), since hyper closes a
+    /// connection whose request body was left unread, and an HTTP/1.1
+    /// client still sending would see a reset instead of the 507.
+    async fn admit_push_draining<B>(&self, body: &mut B) -> Result<()>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        if let Err(e) = self.admit_push() {
+            ingest::drain(body, self.settings.body_idle_timeout).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn propose(&self, cmd: Command) -> Result<Outcome> {
@@ -212,6 +242,7 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<bool> {
+        self.admit_push()?;
         let found = match from {
             Some(from) => self
                 .read_through(|| Ok(self.store.meta.blob_in_repo(from, digest)?))
@@ -245,6 +276,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Vec<u8>,
     ) -> Result<(Digest, Option<Digest>)> {
+        self.admit_push()?;
         let parsed = manifest::parse(content_type, &bytes)?;
         let (digest, mut tags) = match reference {
             Reference::Digest(expected) => {

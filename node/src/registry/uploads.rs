@@ -54,7 +54,16 @@ enum Commit {
         stored: StoredFuture,
     },
     /// Answers once everything sent before is committed (or failed).
-    Barrier(oneshot::Sender<Result<(), String>>),
+    Barrier(oneshot::Sender<Result<(), Failure>>),
+}
+
+/// A session's first failed batch, kept as text (errors are not `Clone`)
+/// and whether it was a full disk, so the client hears 507 for that and not
+/// a client error.
+#[derive(Clone)]
+struct Failure {
+    why: String,
+    disk_full: bool,
 }
 
 impl Registry {
@@ -99,7 +108,7 @@ impl Registry {
         mut record: UploadSession,
         mut rx: mpsc::UnboundedReceiver<Commit>,
     ) {
-        let mut failed: Option<String> = None;
+        let mut failed: Option<Failure> = None;
         while let Some(msg) = rx.recv().await {
             match msg {
                 Commit::Batch {
@@ -115,8 +124,16 @@ impl Registry {
                         Err(e) => Err(e),
                     };
                     if let Err(e) = result {
-                        tracing::warn!(upload = %id, error = %e, "chunks of an upload could not be stored");
-                        failed.get_or_insert_with(|| e.to_string());
+                        if e.is_disk_full() {
+                            // The disk watch says so once for all uploads.
+                            tracing::debug!(upload = %id, error = %e, "chunks of an upload could not be stored");
+                        } else {
+                            tracing::warn!(upload = %id, error = %e, "chunks of an upload could not be stored");
+                        }
+                        failed.get_or_insert_with(|| Failure {
+                            why: e.to_string(),
+                            disk_full: e.is_disk_full(),
+                        });
                     }
                 }
                 Commit::Barrier(tx) => {
@@ -167,8 +184,12 @@ impl Registry {
             .map_err(|_| Error::Unavailable("the upload's committer stopped".into()))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => {
-                tracing::warn!(%why, "ending an upload whose chunks could not be stored");
+            Ok(Err(f)) if f.disk_full => Err(Error::DiskFull(format!(
+                "a chunk of this upload could not be stored: {}; start the upload again once space is freed",
+                f.why
+            ))),
+            Ok(Err(f)) => {
+                tracing::warn!(why = %f.why, "ending an upload whose chunks could not be stored");
                 Err(Error::BlobUploadInvalid(
                     "a chunk of this upload could not be stored; start the upload again",
                 ))
@@ -178,6 +199,7 @@ impl Registry {
     }
 
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
+        self.admit_push()?;
         let id = UploadId::new(self.settings.node_id);
         let now = now_ms();
         let session = UploadSession {
@@ -249,12 +271,13 @@ impl Registry {
         repo: &RepoName,
         id: &UploadId,
         bounds: ChunkBounds,
-        body: B,
+        mut body: B,
     ) -> Result<u64>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
+        self.admit_push_draining(&mut body).await?;
         let active = self.active(repo, id)?;
         let mut view = active.gate.lock().await;
         self.take_body(&active, &mut view, bounds, body).await
@@ -269,12 +292,13 @@ impl Registry {
         id: &UploadId,
         digest: &Digest,
         bounds: ChunkBounds,
-        body: B,
+        mut body: B,
     ) -> Result<()>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
+        self.admit_push_draining(&mut body).await?;
         let active = self.active(repo, id)?;
         let mut view = active.gate.lock().await;
         self.take_body(&active, &mut view, bounds, body).await?;
@@ -354,12 +378,13 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         len: Option<u64>,
-        body: B,
+        mut body: B,
     ) -> Result<()>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
+        self.admit_push_draining(&mut body).await?;
         let started_ms = now_ms();
         let chunker = Chunker::new(digest.algorithm(), self.settings.chunk_size_bytes);
         let (chunker, stored) = self.ingest.body(chunker, body, len).await?;

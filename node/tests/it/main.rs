@@ -9,6 +9,8 @@ mod t10_basics;
 mod t12_headers;
 /// Open-files limit and the connection cap.
 mod t15_limits;
+/// A full disk: 507 for pushes, reads served, start on a full disk, recovery.
+mod t16_disk_full;
 /// Blob reads, ranges, deletes, monolithic pushes, digest checks.
 mod t20_blobs;
 /// Upload sessions: chunked PATCHes, status, cancel, mounts, resumption.
