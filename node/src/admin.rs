@@ -48,6 +48,9 @@ pub struct Status {
     /// (default: a node from before this field, for the CLI).
     #[serde(default)]
     pub disk: crate::disk::DiskStatus,
+    /// The last warnings and errors this node logged, newest first.
+    #[serde(default)]
+    pub recent_errors: Vec<crate::recent::LogEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +208,7 @@ fn local_status(reg: &Registry) -> Result<Status> {
         workers: reg.lifecycle().workers.status(),
         // One statvfs and one stat: microseconds, not worth a thread hop.
         disk: reg.disk_status(),
+        recent_errors: crate::recent::entries(),
     })
 }
 

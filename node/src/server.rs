@@ -57,14 +57,21 @@ fn init_logging(level: &str) {
     } else {
         format!("{level},openraft=error")
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, not in files and
     // journald.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    // The status page's recent errors, whatever the log's own level (but
+    // openraft's per-heartbeat warnings while a peer is down are noise).
+    let recent = crate::recent::RecentErrors.with_filter(EnvFilter::new("warn,openraft=error"));
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(recent)
         .try_init();
 }
 

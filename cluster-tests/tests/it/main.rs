@@ -39,3 +39,5 @@ mod t88_mtls;
 mod t89_from_nothing;
 /// A short seeded chaos run: nothing acknowledged lost, tags linearizable.
 mod t90_chaos;
+/// The status page in headless Chromium: three zones and the leader.
+mod t91_status_page;

@@ -29,7 +29,12 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
         // token endpoint checks credentials itself); every other admin
         // route, read or write, needs `admin`.
         Endpoint::Admin(
-            Admin::Health | Admin::Ready | Admin::Status | Admin::Metrics | Admin::Token,
+            Admin::Health
+            | Admin::Ready
+            | Admin::Status
+            | Admin::Metrics
+            | Admin::Page
+            | Admin::Token,
         ) => {
             vec![Need::Nothing]
         }

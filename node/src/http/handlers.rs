@@ -77,6 +77,20 @@ pub async fn admin(
             finish(builder(StatusCode::OK), body::full("ready\n"))
         }
         Admin::Status if read => admin_json(&crate::admin::status(reg).await?, head),
+        Admin::Page if read => {
+            let html = crate::page::render(&crate::admin::status(reg).await?);
+            let resp = builder(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(header::CACHE_CONTROL, "no-store");
+            if head {
+                finish(
+                    resp.header(header::CONTENT_LENGTH, html.len()),
+                    body::empty(),
+                )
+            } else {
+                finish(resp, body::full(html))
+            }
+        }
         Admin::Metrics if read => {
             let text = crate::admin::metrics(reg).await?;
             let resp = builder(StatusCode::OK).header(

@@ -55,6 +55,8 @@ pub enum Admin {
     Status,
     /// `/metrics`: Prometheus metrics.
     Metrics,
+    /// `/_stowage/`: the status page (HTML).
+    Page,
     /// `/_stowage/members`: membership changes.
     Members,
     /// `/_stowage/gc`: garbage collection status (GET) and passes (POST).
@@ -103,6 +105,7 @@ impl Endpoint {
                 Admin::Ready => "readyz",
                 Admin::Status => "status",
                 Admin::Metrics => "metrics",
+                Admin::Page => "page",
                 Admin::Members => "members",
                 Admin::Gc => "gc",
                 Admin::Scrub => "scrub",
@@ -132,7 +135,9 @@ impl Oci {
 impl Admin {
     pub fn allow(&self) -> &'static str {
         match self {
-            Admin::Health | Admin::Ready | Admin::Status | Admin::Metrics => "GET, HEAD",
+            Admin::Health | Admin::Ready | Admin::Status | Admin::Metrics | Admin::Page => {
+                "GET, HEAD"
+            }
             Admin::Members | Admin::Keys => "POST",
             Admin::Token => "GET, POST",
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
@@ -156,6 +161,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/readyz" => Some(Admin::Ready),
         "/_stowage/status" => Some(Admin::Status),
         "/metrics" => Some(Admin::Metrics),
+        "/_stowage" | "/_stowage/" => Some(Admin::Page),
         "/_stowage/members" => Some(Admin::Members),
         "/_stowage/gc" => Some(Admin::Gc),
         "/_stowage/scrub" => Some(Admin::Scrub),
@@ -298,6 +304,7 @@ mod tests {
             ("/readyz".into(), Admin::Ready),
             ("/_stowage/status".into(), Admin::Status),
             ("/metrics".into(), Admin::Metrics),
+            ("/_stowage/".into(), Admin::Page),
             ("/_stowage/members".into(), Admin::Members),
             ("/_stowage/gc".into(), Admin::Gc),
             ("/_stowage/scrub".into(), Admin::Scrub),

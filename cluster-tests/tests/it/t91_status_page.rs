@@ -1,0 +1,109 @@
+//! The status page of a three-node cluster in a real browser: headless
+//! Chromium loads `/_stowage/` from a follower, and its DOM shows the three
+//! zones, every member, and the leader the cluster agrees on. Screenshots
+//! at laptop and phone width are saved as test artifacts
+//! (`target/test-artifacts/status-page-*.png`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use stowage_cluster_tests::cluster::{eventually, Cluster};
+use stowage_cluster_tests::oci::{client, push_image};
+use stowage_cluster_tests::tools::tool_available;
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_three_zones_and_the_leader() {
+    if !tool_available("chromium") {
+        return;
+    }
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    push_image(&client(), &cluster.url(1), "page/app", "v1", 9, &[100_000]).await;
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let url = format!("{}/_stowage/", cluster.url(follower));
+    let profile = tempfile::tempdir().unwrap();
+
+    // The page renders what the node knows; right after start-up a member
+    // may not have greeted yet, so look until all three are there.
+    let dom = eventually(
+        "the page shows three zones",
+        Duration::from_secs(30),
+        || {
+            let out = chromium(profile.path(), &["--dump-dom", &url]);
+            async move {
+                let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+                let zones = ["a", "b", "c"]
+                    .iter()
+                    .filter(|z| dom.contains(&format!("class=\"zone\" data-zone=\"{z}\"")))
+                    .count();
+                if zones == 3 && dom.matches("class=\"member\"").count() == 3 {
+                    Ok(dom)
+                } else {
+                    Err(format!(
+                        "{zones} zones; stderr: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        dom.contains(&format!("data-node=\"{leader}\" data-role=\"leader\"")),
+        "the leader (node {leader}) is not marked:\n{dom}"
+    );
+    assert!(dom.contains(&format!("data-leader=\"{leader}\"")), "{dom}");
+    assert_eq!(dom.matches("data-role=\"leader\"").count(), 1, "{dom}");
+    for section in [
+        "id=\"replicas\"",
+        "id=\"workers\"",
+        "id=\"errors\"",
+        "id=\"disk\"",
+    ] {
+        assert!(dom.contains(section), "{section} missing:\n{dom}");
+    }
+
+    for (name, size) in [("laptop", "1280,1000"), ("phone", "390,1400")] {
+        let file = artifacts().join(format!("status-page-{name}.png"));
+        let _ = std::fs::remove_file(&file);
+        let out = chromium(
+            profile.path(),
+            &[
+                &format!("--screenshot={}", file.display()),
+                &format!("--window-size={size}"),
+                &url,
+            ],
+        );
+        let png = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "no screenshot at {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("screenshot: {}", file.display());
+    }
+}
