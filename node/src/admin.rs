@@ -74,6 +74,20 @@ pub struct MemberStatus {
     pub counted: bool,
 }
 
+impl MemberStatus {
+    /// `up`, `stale` (silent for over a second: greetings come every
+    /// second) or `down` (silent for over three, or never heard from), as
+    /// this node sees it.
+    pub fn health(&self) -> &'static str {
+        match self.last_contact_ms {
+            None => "down",
+            Some(ms) if ms > 3000 => "down",
+            Some(ms) if ms > 1000 => "stale",
+            Some(_) => "up",
+        }
+    }
+}
+
 /// What `POST /_stowage/members` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,14 +249,33 @@ pub fn render(s: &Status) -> String {
     );
 
     out.push_str(&format!(
-        "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
-        "ID", "ZONE", "CLUSTER ADDR", "HTTP ADDR", "VOTER", "LAST CONTACT", "MATCHED"
+        "{:<6} {:<12} {:<7} {:<22} {:<22} {:<8} {:<14} {:<8} {:<6}\n",
+        "ID",
+        "ZONE",
+        "HEALTH",
+        "CLUSTER ADDR",
+        "HTTP ADDR",
+        "VOTER",
+        "LAST CONTACT",
+        "MATCHED",
+        "LAG"
     ));
-    for m in &s.members {
+    let mut members: Vec<&MemberStatus> = s.members.iter().collect();
+    members.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.id.cmp(&b.id)));
+    for m in members {
+        let lag = match (s.last_log_index, m.matched) {
+            (Some(last), Some(matched)) => last.saturating_sub(matched).to_string(),
+            _ => "-".into(),
+        };
         out.push_str(&format!(
-            "{:<6} {:<12} {:<22} {:<22} {:<8} {:<14} {:<8}\n",
-            m.id,
+            "{:<6} {:<12} {:<7} {:<22} {:<22} {:<8} {:<14} {:<8} {:<6}\n",
+            if s.leader == Some(m.id) {
+                format!("{}*", m.id)
+            } else {
+                m.id.to_string()
+            },
             m.zone,
+            m.health(),
             if m.rpc_addr.is_empty() {
                 "-"
             } else {
@@ -257,8 +290,10 @@ pub fn render(s: &Status) -> String {
             m.last_contact_ms
                 .map_or("never".into(), |ms| format!("{ms} ms ago")),
             opt(m.matched),
+            lag,
         ));
     }
+    out.push_str("(* leader; MATCHED and LAG are known on the leader)\n");
     out.push_str(&format!("\nreplication: {}\n", s.replication.summary));
     out.push_str(&format!(
         "{:<6} {:<12} {:>10} {:>12} {:>9} {:>12} {:>10} {:>8} {:>6}\n",
@@ -291,6 +326,15 @@ pub fn render(s: &Status) -> String {
         out.push_str(&format!(
             "{:<10} {:<8} {}{err}\n",
             w.name, w.state, w.progress
+        ));
+    }
+    if let Some(e) = s.recent_errors.first() {
+        out.push_str(&format!(
+            "\nrecent warnings and errors: {} (newest: {} {}: {})\n",
+            s.recent_errors.len(),
+            e.level,
+            e.target,
+            e.message
         ));
     }
     out

@@ -37,8 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a registry node.
     Serve(ServeArgs),
-    /// Show a node's view of the cluster: role, leader, log position, members.
-    Status(NodeArg),
+    /// Show a node's view of the cluster: role, leader, log position,
+    /// members by zone with health and lag, replica health, jobs.
+    Status(StatusArgs),
     /// List, add or remove cluster members (through any node).
     Members(MembersArgs),
     /// Garbage collection: what would go, and passes on demand.
@@ -298,6 +299,15 @@ fn secret(
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every SECS seconds (default 2) until interrupted.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Args)]
 pub struct MembersArgs {
     #[command(subcommand)]
     pub action: Option<MembersAction>,
@@ -431,7 +441,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(crate::server::run),
-        Command::Status(node) => admin_command(status(node)),
+        Command::Status(args) => admin_command(status(args)),
         Command::Members(args) => admin_command(members(args)),
         Command::Gc(args) => admin_command(gc(args)),
         Command::Scrub(args) => admin_command(scrub(args)),
@@ -536,14 +546,44 @@ async fn fetch_status(node: &NodeArg) -> anyhow::Result<Status> {
     Ok(serde_json::from_value(v)?)
 }
 
-async fn status(node: NodeArg) -> anyhow::Result<()> {
-    let s = fetch_status(&node).await?;
-    if node.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print!("{}", admin::render(&s));
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let Some(every) = args.watch else {
+        let s = fetch_status(node).await?;
+        if node.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", admin::render(&s));
+        }
+        return Ok(());
+    };
+    let every = std::time::Duration::from_secs(every.max(1));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        // A node that stops answering is what a watch is for: say so and
+        // keep watching.
+        let shown = match fetch_status(node).await {
+            Ok(s) if node.json => serde_json::to_string(&s)?,
+            Ok(s) => admin::render(&s),
+            Err(e) => format!("{}: {e:#}\n", node.node),
+        };
+        if terminal {
+            // Clear the screen and go home, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+        }
+        if node.json {
+            println!("{}", shown.trim_end());
+        } else {
+            print!("{shown}");
+            println!(
+                "\n{} · every {} s · Ctrl-C to stop",
+                node.node,
+                every.as_secs()
+            );
+        }
+        std::io::Write::flush(&mut std::io::stdout())?;
+        tokio::time::sleep(every).await;
     }
-    Ok(())
 }
 
 async fn members(args: MembersArgs) -> anyhow::Result<()> {

@@ -84,15 +84,9 @@ td.err{white-space:normal;color:var(--bad)}
 footer{color:var(--dim);font-size:12px;padding:20px}
 "#;
 
-/// A member's health as the page shows it: `down` if this node has not
-/// heard from it in three seconds, `stale` after one.
+/// A member's health and when this node last heard from it.
 fn health(m: &MemberStatus) -> (&'static str, String) {
-    match m.last_contact_ms {
-        None => ("down", "never seen".into()),
-        Some(ms) if ms > 3000 => ("down", format!("silent {}", ago(Some(ms)))),
-        Some(ms) if ms > 1000 => ("stale", ago(Some(ms))),
-        Some(ms) => ("up", ago(Some(ms))),
-    }
+    (m.health(), ago(m.last_contact_ms))
 }
 
 pub fn render(s: &Status) -> String {

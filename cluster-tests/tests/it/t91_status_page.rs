@@ -2,7 +2,8 @@
 //! Chromium loads `/_stowage/` from a follower, and its DOM shows the three
 //! zones, every member, and the leader the cluster agrees on. Screenshots
 //! at laptop and phone width are saved as test artifacts
-//! (`target/test-artifacts/status-page-*.png`).
+//! (`target/test-artifacts/status-page-*.png`). And the same report as
+//! `stowage status`: a table, `--json`, and `--watch`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,4 +107,52 @@ async fn a_browser_sees_three_zones_and_the_leader() {
         );
         println!("screenshot: {}", file.display());
     }
+
+    // The CLI: the table by zone with health and lag, JSON, and a watch.
+    let bin = stowage_cluster_tests::process::stowage_bin();
+    let node = cluster.url(follower);
+    let table = eventually(
+        "three members up in the table",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new(&bin)
+                .args(["status", "--node", &node])
+                .output()
+                .unwrap();
+            async move {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let up = text
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(2) == Some("up"))
+                    .count();
+                if up == 3 {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        table.contains("HEALTH") && table.contains("LAG") && table.contains(&format!("{leader}*")),
+        "{table}"
+    );
+    let out = Command::new(&bin)
+        .args(["status", "--json", "--node", &node])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(json["leader"], leader);
+    let mut watch = Command::new(&bin)
+        .args(["status", "--watch", "1", "--node", &node])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("Ctrl-C to stop").count() >= 2, "{text}");
 }
