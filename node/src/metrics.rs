@@ -101,6 +101,8 @@ impl Default for Metrics {
 /// What the scrape reads besides the status report.
 pub struct Extra {
     pub upload_sessions: u64,
+    pub sweep: crate::chunks::gc::ChunkSweep,
+    pub scrub: crate::chunks::scrub::ScrubStatus,
 }
 
 impl Metrics {
@@ -363,6 +365,45 @@ impl Metrics {
             "upload_sessions_open",
             "Upload sessions open on this node",
             extra.upload_sessions,
+        );
+
+        counter(
+            &mut r,
+            "gc_removed_chunk_files",
+            "Chunk files garbage collection removed from this node",
+            extra.sweep.removed_total,
+        );
+        counter(
+            &mut r,
+            "gc_reclaimed_bytes",
+            "Bytes garbage collection freed on this node",
+            extra.sweep.removed_bytes_total,
+        );
+        let sc = &extra.scrub;
+        counter(&mut r, "scrub_passes", "Completed scrub passes", sc.passes);
+        gauge(
+            &mut r,
+            "scrub_checked_chunks",
+            "Chunks the current (or last) scrub pass has re-hashed",
+            sc.checked,
+        );
+        gauge(
+            &mut r,
+            "scrub_pass_chunks",
+            "Chunks in the current (or last) scrub pass",
+            sc.total,
+        );
+        counter(
+            &mut r,
+            "scrub_corrupt_found",
+            "Corrupt copies scrub found",
+            sc.corrupt_found,
+        );
+        counter(
+            &mut r,
+            "scrub_repaired",
+            "Corrupt copies scrub rewrote from a replica",
+            sc.repaired,
         );
 
         let state = Family::<WorkerStateLabels, Gauge>::default();

@@ -155,4 +155,28 @@ async fn a_browser_sees_three_zones_and_the_leader() {
     let out = watch.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.matches("Ctrl-C to stop").count() >= 2, "{text}");
+
+    // The leader's metrics show the followers' lag and every peer's
+    // contact; a follower's show the same members.
+    let text = client()
+        .get(format!("{}/metrics", cluster.url(leader)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.matches("stowage_raft_replication_lag_entries{")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("stowage_peer_last_contact_milliseconds{")
+            .count(),
+        2
+    );
+    assert!(text.contains("stowage_members 3"), "{text}");
+    assert!(text.contains("stowage_raft_is_leader 1"), "{text}");
 }

@@ -205,6 +205,11 @@ impl Lifecycle {
         self.scrub.status()
     }
 
+    /// What this node's chunk-file sweeps removed, last and in total.
+    pub fn chunk_sweep(&self) -> ChunkSweep {
+        self.chunk_gc.last()
+    }
+
     /// Asks for a repair sweep now.
     pub fn repair_now(&self) {
         self.with_handles(|h| h.repair.wake());

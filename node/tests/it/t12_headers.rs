@@ -221,6 +221,8 @@ async fn metrics_count_requests_and_show_the_node() {
     assert!(value("stowage_process_resident_memory_bytes") > 0.0);
     assert!(value("stowage_process_open_fds") > 0.0);
     assert!(value("stowage_disk_free_bytes") > 0.0);
+    assert!(value("stowage_gc_reclaimed_bytes_total") >= 0.0);
+    assert!(value("stowage_scrub_passes_total") >= 0.0);
     assert_eq!(value("stowage_disk_read_only"), 0.0);
     assert!(text.contains(r#"stowage_worker_state{worker="#), "{text}");
     assert!(text.trim_end().ends_with("# EOF"));
