@@ -136,6 +136,8 @@ pub async fn metrics(reg: &Registry) -> Result<String> {
     let s = local_status(reg)?;
     let extra = crate::metrics::Extra {
         upload_sessions: reg.upload_sessions(),
+        log_bytes: reg.dir_bytes("log"),
+        snapshot_bytes: reg.dir_bytes("snapshots"),
         sweep: reg.lifecycle().chunk_sweep(),
         scrub: reg.lifecycle().scrub_status(),
     };

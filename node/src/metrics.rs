@@ -101,6 +101,8 @@ impl Default for Metrics {
 /// What the scrape reads besides the status report.
 pub struct Extra {
     pub upload_sessions: u64,
+    pub log_bytes: u64,
+    pub snapshot_bytes: u64,
     pub sweep: crate::chunks::gc::ChunkSweep,
     pub scrub: crate::chunks::scrub::ScrubStatus,
 }
@@ -274,6 +276,18 @@ impl Metrics {
             s.last_log_index
                 .unwrap_or(0)
                 .saturating_sub(s.purged.unwrap_or(0)),
+        );
+        gauge(
+            &mut r,
+            "raft_log_bytes",
+            "Bytes of this node's Raft log files",
+            extra.log_bytes,
+        );
+        gauge(
+            &mut r,
+            "raft_snapshot_bytes",
+            "Bytes of this node's snapshot files",
+            extra.snapshot_bytes,
         );
         let lag = Family::<PeerLabels, Gauge>::default();
         let contact = Family::<PeerLabels, Gauge>::default();

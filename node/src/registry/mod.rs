@@ -150,6 +150,17 @@ impl Registry {
         self.chunks.metrics()
     }
 
+    /// Bytes in the files directly under `sub` of the data directory
+    /// (`log`, `snapshots`), for metrics.
+    pub fn dir_bytes(&self, sub: &str) -> u64 {
+        std::fs::read_dir(self.store.data_dir().join(sub)).map_or(0, |d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+    }
+
     /// Upload sessions open on this node.
     pub fn upload_sessions(&self) -> u64 {
         self.store.uploads.len() as u64

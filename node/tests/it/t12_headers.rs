@@ -218,6 +218,7 @@ async fn metrics_count_requests_and_show_the_node() {
     assert!(value(r#"stowage_chunk_writes_total{result="ok"}"#) >= 1.0);
     assert_eq!(value("stowage_raft_is_leader"), 1.0);
     assert!(value("stowage_raft_applied_index") >= 1.0);
+    assert!(value("stowage_raft_log_bytes") > 0.0);
     assert!(value("stowage_process_resident_memory_bytes") > 0.0);
     assert!(value("stowage_process_open_fds") > 0.0);
     assert!(value("stowage_disk_free_bytes") > 0.0);
