@@ -123,6 +123,16 @@ pub enum Error {
     )]
     NotFreshEnough { wanted: u64, applied: u64 },
 
+    #[error(
+        "{repo}:{reference} {}: the update's precondition does not hold",
+        current.as_ref().map_or("does not exist".to_owned(), |d| format!("points at {d}"))
+    )]
+    TagPrecondition {
+        repo: stowage_storage::types::RepoName,
+        reference: String,
+        current: Option<stowage_storage::types::Digest>,
+    },
+
     #[error("header {name}: {reason}")]
     BadHeader { name: &'static str, reason: String },
 

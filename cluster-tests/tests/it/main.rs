@@ -41,3 +41,5 @@ mod t89_from_nothing;
 mod t90_chaos;
 /// The status page in headless Chromium: three zones and the leader.
 mod t91_status_page;
+/// Compare-and-swap tags across nodes: exactly one of two racing writers wins.
+mod t92_cas_tags;

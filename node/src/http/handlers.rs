@@ -9,6 +9,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
+use stowage_storage::meta::TagExpect;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
 
 use super::body::{self, Body};
@@ -331,7 +332,7 @@ fn required_digest(query: &Query) -> Result<Digest> {
     Digest::parse(d).map_err(Error::from_parse)
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
         Some(v) => v
@@ -450,6 +451,7 @@ async fn put_manifest(
 ) -> Result<Response<Body>> {
     let limit = reg.settings.max_manifest_bytes;
     let bytes = read_capped(body, limit).await?;
+    reg.metrics().received(bytes.len());
     let extra_tags = query
         .all("tag")
         .map(|t| Tag::parse(t).map_err(Error::from_parse))
@@ -457,16 +459,58 @@ async fn put_manifest(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    let expect = tag_expectation(headers)?;
     let (digest, subject) = reg
-        .put_manifest(repo, reference, extra_tags, content_type, bytes.to_vec())
+        .put_manifest(
+            repo,
+            reference,
+            extra_tags.clone(),
+            content_type,
+            bytes.to_vec(),
+            expect,
+        )
         .await?;
     let mut b = builder(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{repo}/manifests/{digest}"))
-        .header(DIGEST_HEADER, digest.as_str());
+        .header(DIGEST_HEADER, digest.as_str())
+        .header(header::ETAG, format!("\"{digest}\""));
     if let Some(s) = subject {
         b = b.header("OCI-Subject", s.as_str());
     }
+    // distribution-spec (main): one OCI-Tag per `?tag=` the push set.
+    for t in &extra_tags {
+        b = b.header("OCI-Tag", t.as_str());
+    }
     no_content(b)
+}
+
+/// Compare-and-swap on a tag (a Stowage extension): `If-Match: "<digest>"`
+/// updates only a tag that still points there, `If-None-Match: *` only
+/// creates one. Both answer 412 otherwise.
+fn tag_expectation(headers: &HeaderMap) -> Result<Option<TagExpect>> {
+    if let Some(v) = headers.get(header::IF_NONE_MATCH) {
+        return match v.to_str().map(str::trim) {
+            Ok("*") => Ok(Some(TagExpect::Absent)),
+            _ => Err(Error::BadHeader {
+                name: "If-None-Match",
+                reason: "only `*` (create the tag if it does not exist) is understood".into(),
+            }),
+        };
+    }
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    Digest::parse(unquoted)
+        .map(|d| Some(TagExpect::At(d)))
+        .map_err(|_| Error::BadHeader {
+            name: "If-Match",
+            reason: "expected the quoted digest the tag points at, as its ETag gives it".into(),
+        })
 }
 
 /// A client that sends more than this past a limit has its connection

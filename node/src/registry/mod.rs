@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stowage_storage::meta::{BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection};
+use stowage_storage::meta::{
+    BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection, TagExpect,
+};
 use stowage_storage::types::{Digest, NodeId, Reference, RepoName, Tag, Zone};
 use stowage_storage::Store;
 use tokio::sync::Semaphore;
@@ -286,8 +288,19 @@ impl Registry {
         extra_tags: Vec<Tag>,
         content_type: Option<&str>,
         bytes: Vec<u8>,
+        expect: Option<TagExpect>,
     ) -> Result<(Digest, Option<Digest>)> {
         self.admit_push()?;
+        let cas_tag = match (reference, &expect) {
+            (_, None) => None,
+            (Reference::Tag(t), Some(_)) => Some(t.clone()),
+            (Reference::Digest(_), Some(_)) => {
+                return Err(Error::BadHeader {
+                    name: "If-Match",
+                    reason: "a conditional update names a tag, not a digest".into(),
+                })
+            }
+        };
         let parsed = manifest::parse(content_type, &bytes)?;
         let (digest, mut tags) = match reference {
             Reference::Digest(expected) => {
@@ -331,15 +344,29 @@ impl Registry {
             subject: parsed.subject,
             created_ms: now_ms(),
         };
-        let cmd = Command::PutManifest {
+        let mut cmd = Command::PutManifest {
             repo: repo.clone(),
             digest: digest.clone(),
             record: Box::new(record),
             tags,
             referrer,
         };
+        if let (Some(tag), Some(expect)) = (cas_tag, expect) {
+            cmd = Command::PutManifestIf {
+                tag,
+                expect,
+                put: Box::new(cmd),
+            };
+        }
         match self.propose(cmd).await? {
             Outcome::Done => Ok((digest, subject)),
+            Outcome::Rejected(Rejection::TagPrecondition { current }) => {
+                Err(Error::TagPrecondition {
+                    repo: repo.clone(),
+                    reference: reference.to_string(),
+                    current,
+                })
+            }
             Outcome::Rejected(Rejection::ManifestBlobUnknown(d) | Rejection::BlobUnknown(d)) => {
                 Err(Error::ManifestBlobUnknown(d))
             }

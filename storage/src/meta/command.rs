@@ -99,6 +99,25 @@ pub enum Command {
         key: SigningKey,
         drop_retired_before_ms: u64,
     },
+    /// `put` (a `PutManifest`) only if `tag` in its repository is as
+    /// `expect`ed when the command is applied: a compare-and-swap on a tag,
+    /// decided in apply so two writers racing through different nodes
+    /// cannot both win. (A variant of its own, at the end, so entries
+    /// already in logs keep their encoding.)
+    PutManifestIf {
+        tag: Tag,
+        expect: TagExpect,
+        put: Box<Command>,
+    },
+}
+
+/// What a conditional tag update expects to find.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagExpect {
+    /// The tag does not exist (`If-None-Match: *`).
+    Absent,
+    /// The tag points at this manifest (`If-Match: "<digest>"`).
+    At(Digest),
 }
 
 impl std::fmt::Display for Command {
@@ -146,6 +165,9 @@ impl std::fmt::Display for Command {
             }
             Command::SetRules { rules } => write!(f, "set {} access rules", rules.len()),
             Command::AddSigningKey { key, .. } => write!(f, "add signing key {}", key.kid),
+            Command::PutManifestIf { tag, expect, put } => {
+                write!(f, "if {tag} is {expect:?}: {put}")
+            }
         }
     }
 }
@@ -173,6 +195,13 @@ pub enum Rejection {
     RuleUnknown,
     /// The change would leave a cluster with accounts and no administrator.
     LastAdmin,
+    /// A conditional tag update found the tag elsewhere (`current`: where
+    /// it points, `None`: absent).
+    TagPrecondition {
+        current: Option<Digest>,
+    },
+    /// A command that only wraps another was given the wrong kind.
+    Malformed,
 }
 
 /// The clock and the delays a garbage-collection decision is made under;

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::IVec;
 
-pub use self::command::{Command, GcPolicy, Outcome, Rejection};
+pub use self::command::{Command, GcPolicy, Outcome, Rejection, TagExpect};
 pub use self::gc::{Dependents, GcCandidates};
 pub use self::records::{BlobRecord, ChunkRef, Descriptor, Link, ManifestRecord, RepoManifest};
 use crate::error::{Error, Result};
@@ -337,6 +337,24 @@ impl StateMachine {
                         encode(desc),
                     );
                 }
+            }
+            Command::PutManifestIf { tag, expect, put } => {
+                let Command::PutManifest { repo, .. } = put.as_ref() else {
+                    return Ok(Outcome::Rejected(Malformed));
+                };
+                let current = txn.get(&key(TAG, &[repo.as_str(), tag.as_str()]))?;
+                let holds = match (expect, &current) {
+                    (TagExpect::Absent, None) => true,
+                    (TagExpect::At(d), Some(c)) => c.as_slice() == d.as_str().as_bytes(),
+                    _ => false,
+                };
+                if !holds {
+                    let current = current
+                        .and_then(|c| String::from_utf8(c).ok())
+                        .and_then(|c| Digest::parse(&c).ok());
+                    return Ok(Outcome::Rejected(TagPrecondition { current }));
+                }
+                return Self::stage(txn, put);
             }
             Command::DeleteManifest {
                 repo,

@@ -690,3 +690,59 @@ mod access_state {
         assert_eq!(other.access_version().unwrap(), v);
     }
 }
+
+#[test]
+fn a_conditional_tag_update_applies_only_while_its_expectation_holds() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "app", "layer");
+    let v1 = Tag::parse("v1").unwrap();
+    let put = |m: &Digest| {
+        Box::new(Command::PutManifest {
+            repo: repo("app"),
+            digest: m.clone(),
+            record: Box::new(manifest(vec![layer.clone()], None)),
+            tags: vec![v1.clone()],
+            referrer: None,
+        })
+    };
+    let (a, b, c) = (digest("a"), digest("b"), digest("c"));
+    let create = |m: &Digest| Command::PutManifestIf {
+        tag: v1.clone(),
+        expect: TagExpect::Absent,
+        put: put(m),
+    };
+    assert_eq!(sm.apply(&create(&a), b"m").unwrap(), Outcome::Done);
+    assert_eq!(
+        sm.apply(&create(&b), b"m").unwrap(),
+        Outcome::Rejected(Rejection::TagPrecondition {
+            current: Some(a.clone())
+        })
+    );
+    // Two writers that both saw `a`: the first wins, the second finds `b`.
+    let swap = |from: &Digest, to: &Digest| Command::PutManifestIf {
+        tag: v1.clone(),
+        expect: TagExpect::At(from.clone()),
+        put: put(to),
+    };
+    assert_eq!(sm.apply(&swap(&a, &b), b"m").unwrap(), Outcome::Done);
+    assert_eq!(
+        sm.apply(&swap(&a, &c), b"m").unwrap(),
+        Outcome::Rejected(Rejection::TagPrecondition {
+            current: Some(b.clone())
+        })
+    );
+    assert_eq!(sm.tag(&repo("app"), &v1).unwrap(), Some(b.clone()));
+    assert!(
+        sm.manifest_in_repo(&repo("app"), &c).unwrap().is_none(),
+        "a refused update stores nothing"
+    );
+    let wrapped_wrong = Command::PutManifestIf {
+        tag: v1.clone(),
+        expect: TagExpect::Absent,
+        put: Box::new(Command::SetClusterId { id: "x".into() }),
+    };
+    assert_eq!(
+        sm.apply(&wrapped_wrong, b"m").unwrap(),
+        Outcome::Rejected(Rejection::Malformed)
+    );
+}
