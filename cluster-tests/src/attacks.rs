@@ -555,6 +555,17 @@ pub async fn every_case(n: &Nodes) {
         .map(|l| std::fs::read_to_string(l).unwrap_or_default())
         .collect();
     assert!(logs.contains("failed login"), "{logs}");
+    // The open status report keeps recent errors, but not failed logins:
+    // who tried which name from where is not for anyone who can reach it.
+    let open_status =
+        w.c.get(format!("{}/_stowage/status", n.client))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(!open_status.contains("failed login"), "{open_status}");
     for secret in [
         ROOT_PW,
         READER_PW,

@@ -76,12 +76,15 @@ pub struct MemberStatus {
 
 impl MemberStatus {
     /// `up`, `stale` (silent for over a second: greetings come every
-    /// second) or `down` (silent for over three, or never heard from), as
-    /// this node sees it.
+    /// second) or `down` (silent for longer than the write path waits
+    /// before it stops sending copies there, or never heard from), as this
+    /// node sees it.
     pub fn health(&self) -> &'static str {
+        let down_after =
+            u64::try_from(crate::cluster::peers::PEER_DOWN_AFTER.as_millis()).unwrap_or(u64::MAX);
         match self.last_contact_ms {
             None => "down",
-            Some(ms) if ms > 3000 => "down",
+            Some(ms) if ms > down_after => "down",
             Some(ms) if ms > 1000 => "stale",
             Some(_) => "up",
         }

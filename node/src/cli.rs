@@ -565,7 +565,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let shown = match fetch_status(node).await {
             Ok(s) if node.json => serde_json::to_string(&s)?,
             Ok(s) => admin::render(&s),
-            Err(e) => format!("{}: {e:#}\n", node.node),
+            Err(e) => {
+                // On stderr, so a script reading JSON lines reads only JSON.
+                eprintln!("{}: {e:#}", node.node);
+                tokio::time::sleep(every).await;
+                continue;
+            }
         };
         if terminal {
             // Clear the screen and go home, as watch(1) does.

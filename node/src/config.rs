@@ -591,7 +591,8 @@ mod tests {
         assert_eq!(c.cluster_addr(), "h2:7000");
         let ids: Vec<u64> = c.peers.iter().map(|p| p.id.0).collect();
         assert_eq!(ids, vec![1, 3]);
-        // An explicit zone or advertise address wins only if it agrees.
+        // An explicit zone must agree with the list; an explicit
+        // cluster_advertise wins over the list's address.
         let mut clash = Config {
             node_id: 2,
             zone: "c".parse().unwrap(),

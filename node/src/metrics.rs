@@ -24,14 +24,14 @@ use crate::admin::Status;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +61,21 @@ struct NodeLabels {
     node: String,
     zone: String,
     role: String,
+}
+
+/// Methods as a fixed set: hyper accepts any token as a method, and a label
+/// taken from the request would let any caller mint new series.
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -112,27 +127,28 @@ impl Metrics {
     pub fn request(
         &self,
         endpoint: &'static str,
-        method: &str,
+        method: &http::Method,
         status: u16,
-        bytes_in: u64,
         bytes_out: u64,
         took: Duration,
     ) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint,
-                method: method.to_owned(),
+                method,
                 status,
             })
             .inc();
         self.request_seconds
-            .get_or_create(&EndpointLabels {
-                endpoint,
-                method: method.to_owned(),
-            })
+            .get_or_create(&EndpointLabels { endpoint, method })
             .observe(took.as_secs_f64());
-        self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// Request body bytes read (uploads and manifests).
+    pub fn received(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
     }
 
     /// One chunk write across the cluster: whether it reached its quorum
@@ -196,12 +212,12 @@ impl Metrics {
         );
         r.register(
             "http_received_bytes",
-            "Request body bytes received (as declared by Content-Length)",
+            "Request body bytes read: uploads and manifests",
             self.bytes_in.clone(),
         );
         r.register(
             "http_sent_bytes",
-            "Response body bytes sent (as declared by Content-Length)",
+            "Response body bytes sent (as declared by Content-Length; none for HEAD)",
             self.bytes_out.clone(),
         );
         r.register(

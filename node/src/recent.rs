@@ -46,11 +46,16 @@ impl<S: Subscriber> Layer<S> for RecentErrors {
         }
         let mut v = Fields::default();
         event.record(&mut v);
+        // Shown on terminals (`stowage status`): no control characters.
+        let message =
+            v.0.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect();
         let entry = LogEntry {
             unix_ms: crate::registry::now_ms(),
             level: meta.level().to_string(),
             target: meta.target().to_owned(),
-            message: v.0,
+            message,
         };
         if let Ok(mut r) = RECENT.lock() {
             if r.len() == KEEP {

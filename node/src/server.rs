@@ -66,9 +66,12 @@ fn init_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
-    // The status page's recent errors, whatever the log's own level (but
-    // openraft's per-heartbeat warnings while a peer is down are noise).
-    let recent = crate::recent::RecentErrors.with_filter(EnvFilter::new("warn,openraft=error"));
+    // The status page's recent errors, whatever the log's own level. Not
+    // openraft's per-heartbeat warnings while a peer is down (noise), and
+    // not failed logins: the page is open, and who tried which name from
+    // where is for the log, not for anyone who can reach the node.
+    let recent = crate::recent::RecentErrors
+        .with_filter(EnvFilter::new("warn,openraft=error,stowage_node::auth=off"));
     let _ = tracing_subscriber::registry()
         .with(log)
         .with(recent)

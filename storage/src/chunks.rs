@@ -158,6 +158,9 @@ impl ChunkStore {
         };
         match result {
             Ok(()) => Some(tmp),
+            // A full disk passes: O_DIRECT stays on for when space is back
+            // (the ordinary write that follows reports the full disk).
+            Err(e) if e.is_disk_full() => None,
             Err(e) => {
                 tracing::info!(error = %e, "O_DIRECT write refused; writing chunks through the page cache");
                 self.direct_io.store(false, Ordering::Relaxed);

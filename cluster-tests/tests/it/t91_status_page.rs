@@ -150,11 +150,34 @@ async fn a_browser_sees_three_zones_and_the_leader() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Two refreshes, read as they come (bounded: the reader gives up when
+    // the watch is killed at the deadline).
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = 0;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Ctrl-C to stop") {
+                seen += 1;
+                if seen == 2 {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    let refreshed = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
     let _ = watch.kill();
-    let out = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.matches("Ctrl-C to stop").count() >= 2, "{text}");
+    let _ = watch.wait();
+    assert!(
+        refreshed.is_ok(),
+        "stowage status --watch 1 did not refresh twice"
+    );
 
     // The leader's metrics show the followers' lag and every peer's
     // contact; a follower's show the same members.

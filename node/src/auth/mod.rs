@@ -275,7 +275,9 @@ impl Auth {
             .check_rate(peer, self.settings.max_failed_logins_per_minute)?;
         let fail = |why: &str| {
             self.verifier.record_failure(peer);
-            tracing::warn!(user = %name.chars().take(64).collect::<String>(), peer = ?peer, reason = why, "failed login");
+            // Debug-formatted: a name from a Basic header may hold control
+            // characters meant for an operator's terminal.
+            tracing::warn!(user = ?name.chars().take(64).collect::<String>(), peer = ?peer, reason = why, "failed login");
             Error::Unauthorized {
                 reason: "invalid username or password".into(),
                 challenge: String::new(),
@@ -339,7 +341,17 @@ impl Auth {
             });
         }
         if scheme.eq_ignore_ascii_case("bearer") {
-            let claims = self.verify_token(rest).map_err(|why| unauthorized(&why))?;
+            let claims = match self.verify_token(rest) {
+                Ok(c) => c,
+                // Signed by a key this node has not applied yet (the first
+                // key, or one rotated in through another node a moment
+                // ago): wait for the read barrier once, then decide.
+                Err(_) if self.names_unknown_key(rest) => {
+                    self.consensus.read_barrier().await?;
+                    self.verify_token(rest).map_err(|why| unauthorized(&why))?
+                }
+                Err(why) => return Err(unauthorized(&why)),
+            };
             if claims.token_use != TokenUse::Access {
                 return Err(unauthorized("a refresh token is not an access token"));
             }
@@ -349,6 +361,14 @@ impl Auth {
                 .map_err(|e| with_challenge(e, challenge));
         }
         Err(unauthorized("unsupported Authorization scheme"))
+    }
+
+    /// Whether a well-formed token names a signing key this node lacks.
+    fn names_unknown_key(&self, t: &str) -> bool {
+        let Ok(view) = self.view() else {
+            return false;
+        };
+        token::key_id(t).is_some_and(|kid| !view.keys.iter().any(|k| k.kid == kid))
     }
 
     /// A token's claims: checked once (signature, audience, expiry), then
@@ -389,7 +409,18 @@ impl Auth {
             challenge: String::new(),
         };
         let name = AccountName::parse(&claims.sub).map_err(|_| gone())?;
-        let view = self.view()?;
+        let mut view = self.view()?;
+        let behind = |view: &View| {
+            view.accounts
+                .get(&name)
+                .is_none_or(|a| a.generation < claims.gen)
+        };
+        if behind(&view) {
+            // Issued by a node that knows the account (or its newest
+            // generation) already; this one may not have applied it yet.
+            self.consensus.read_barrier().await?;
+            view = self.view()?;
+        }
         let account = view.accounts.get(&name).cloned().ok_or_else(gone)?;
         if account.generation != claims.gen || account.expired(now_ms()) {
             return Err(gone());

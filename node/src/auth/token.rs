@@ -65,6 +65,11 @@ pub fn sign(claims: &Claims, key: &SigningKey) -> Result<String> {
 }
 
 /// Why a token was refused (said in the 401, never with the token).
+/// The signing key a token names, if its header decodes.
+pub fn key_id(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
 pub fn verify(
     token: &str,
     keys: &[SigningKey],

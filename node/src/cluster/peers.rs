@@ -23,7 +23,7 @@ pub const CHUNK_PIECE_BYTES: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A peer greeted successfully before but not for this long (hellos go
 /// out every second) is taken as down: chunk writes stop waiting for it.
-const PEER_DOWN_AFTER: Duration = Duration::from_millis(2_500);
+pub const PEER_DOWN_AFTER: Duration = Duration::from_millis(2_500);
 
 #[derive(Clone)]
 struct Conn {

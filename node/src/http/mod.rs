@@ -84,7 +84,7 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
-    let bytes_in = content_length(req.headers());
+    let bytes_in = declared_length(req.headers());
     let ((label, result), receipt) = receipt::scope(async {
         let routed =
             check_host(req.version(), req.headers()).and_then(|()| router::route(&method, &path));
@@ -99,12 +99,15 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
         Err(e) => error::response(&e, head),
     };
     stamp(resp.headers_mut(), api.reg.settings.node_id, &receipt);
-    let bytes_out = content_length(resp.headers());
+    let bytes_out = if head {
+        0
+    } else {
+        declared_length(resp.headers())
+    };
     api.reg.metrics().request(
         label,
-        method.as_str(),
+        &method,
         resp.status().as_u16(),
-        bytes_in,
         bytes_out,
         started.elapsed(),
     );
@@ -130,11 +133,11 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Option<IpAddr>)
     resp
 }
 
-fn content_length(headers: &HeaderMap) -> u64 {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+/// A message's declared body length, 0 if it declares none.
+fn declared_length(headers: &HeaderMap) -> u64 {
+    handlers::content_length(headers)
+        .ok()
+        .flatten()
         .unwrap_or(0)
 }
 
@@ -207,7 +210,10 @@ async fn checked(
     for need in access::needs(&endpoint, req.method(), &query) {
         auth.authorize(&caller, &need, &challenge)?;
     }
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
+    // Registry reads and the status report; probes and metrics answer at
+    // once whatever a client sends.
+    let freshness_applies = matches!(endpoint, Endpoint::Oci(_) | Endpoint::Admin(Admin::Status));
+    if freshness_applies && matches!(*req.method(), Method::GET | Method::HEAD) {
         wait_fresh_enough(reg, req.headers()).await?;
     }
     let (parts, body) = req.into_parts();

@@ -35,6 +35,22 @@ const FRAME_QUEUE: usize = 16;
 const DRAIN_AFTER_FAILURE_BYTES: u64 = 16 << 20;
 
 /// Shared limits of the upload data path.
+impl Ingest {
+    /// The next frame of an upload body, counted in the metrics as it
+    /// arrives (chunked bodies declare no length).
+    async fn next<B>(&self, body: &mut B) -> Result<Option<Bytes>>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let data = next_data(body, self.body_idle).await?;
+        if let Some(d) = &data {
+            self.chunks.metrics().received(d.len());
+        }
+        Ok(data)
+    }
+}
+
 pub struct Ingest {
     pub chunks: Arc<ChunkIo>,
     /// Caps chunk writes in flight across all uploads, which caps the memory
@@ -110,7 +126,7 @@ impl Ingest {
         let mut ended = false;
         // Gather the start of the body; a small body ends here.
         while head_bytes <= SMALL_BODY_BYTES {
-            match next_data(&mut body, self.body_idle).await? {
+            match self.next(&mut body).await? {
                 Some(data) => {
                     received += data.len() as u64;
                     check_limit(received, limit_bytes)?;
@@ -224,7 +240,7 @@ impl Ingest {
             for data in head {
                 frame_tx.send(data).await.map_err(|_| None)?;
             }
-            while let Some(data) = next_data(&mut body, self.body_idle).await.map_err(Some)? {
+            while let Some(data) = self.next(&mut body).await.map_err(Some)? {
                 received += data.len() as u64;
                 check_limit(received, limit_bytes).map_err(Some)?;
                 frame_tx.send(data).await.map_err(|_| None)?;
