@@ -91,6 +91,15 @@ impl MemberStatus {
     }
 }
 
+/// What `POST /_stowage/immutable` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImmutableRequest {
+    /// `add` or `remove`.
+    pub op: String,
+    pub repositories: String,
+    pub tags: String,
+}
+
 /// What `POST /_stowage/members` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -55,6 +55,28 @@ pub enum Command {
     Access(AccessArgs),
     /// Certificates for HTTPS: a cluster CA, and node certificates it signs.
     Cert(CertArgs),
+    /// Immutable tags: tags that, once pushed, never move or go.
+    Immutable(ImmutableArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImmutableArgs {
+    #[command(subcommand)]
+    pub action: ImmutableAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImmutableAction {
+    /// Tags matching TAGS in repositories matching REPOSITORIES (globs:
+    /// `*` within a path component, `**` across) can no longer be
+    /// overwritten or deleted, e.g. `stowage immutable add 'prod/**' 'v*'`.
+    Add { repositories: String, tags: String },
+    /// Lift a rule.
+    Remove { repositories: String, tags: String },
+    /// The rules.
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -449,6 +471,7 @@ pub fn main() -> ExitCode {
         Command::Robot(args) => admin_command(robot(args)),
         Command::Access(args) => admin_command(access(args)),
         Command::Cert(args) => cert(args),
+        Command::Immutable(args) => admin_command(immutable(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -643,6 +666,43 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
         ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
     };
     print_json(&v)
+}
+
+async fn immutable(args: ImmutableArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let change = |op: &str, repositories: String, tags: String| {
+        serde_json::to_vec(&admin::ImmutableRequest {
+            op: op.into(),
+            repositories,
+            tags,
+        })
+    };
+    let v = match args.action {
+        ImmutableAction::List => call(node, http::Method::GET, "/_stowage/immutable", None).await?,
+        ImmutableAction::Add { repositories, tags } => {
+            let body = change("add", repositories, tags)?;
+            call(node, http::Method::POST, "/_stowage/immutable", Some(body)).await?
+        }
+        ImmutableAction::Remove { repositories, tags } => {
+            let body = change("remove", repositories, tags)?;
+            call(node, http::Method::POST, "/_stowage/immutable", Some(body)).await?
+        }
+    };
+    if node.json {
+        return print_json(&v);
+    }
+    let rules = v["rules"].as_array().cloned().unwrap_or_default();
+    if rules.is_empty() {
+        println!("no immutable-tag rules");
+    }
+    for r in rules {
+        println!(
+            "tags {} in {}",
+            r["tags"].as_str().unwrap_or("?"),
+            r["repositories"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 fn expiry(days: Option<u64>) -> Option<u64> {

@@ -133,6 +133,15 @@ pub enum Error {
         current: Option<stowage_storage::types::Digest>,
     },
 
+    #[error(
+        "tag {tag} is immutable (tags {} in repositories {} never move or go; \
+         `stowage immutable remove` lifts it)", rule.tags, rule.repositories
+    )]
+    TagImmutable {
+        tag: stowage_storage::types::Tag,
+        rule: stowage_storage::meta::policy::ImmutableTags,
+    },
+
     #[error("header {name}: {reason}")]
     BadHeader { name: &'static str, reason: String },
 

@@ -43,3 +43,5 @@ mod t90_chaos;
 mod t91_status_page;
 /// Compare-and-swap tags across nodes: exactly one of two racing writers wins.
 mod t92_cas_tags;
+/// Immutable tags hold on every node: no overwrite, untag or delete.
+mod t93_immutable_tags;

@@ -44,7 +44,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Scrub
             | Admin::Accounts { .. }
             | Admin::Access
-            | Admin::Keys,
+            | Admin::Keys
+            | Admin::Immutable,
         ) => vec![Need::Admin],
     }
 }

@@ -54,6 +54,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
         // A Stowage extension (compare-and-swap tags); the spec has no code.
         TagPrecondition { .. } => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
+        TagImmutable { .. } => (StatusCode::CONFLICT, "DENIED"),
         AdminRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         Storage(_) | Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),

@@ -9,6 +9,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
+use stowage_storage::meta::policy::ImmutableTags;
 use stowage_storage::meta::TagExpect;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -122,6 +123,23 @@ pub async fn admin(
             let dry_run = matches!(query.get("dry_run"), Some("1" | "true" | ""));
             let report = reg.lifecycle().gc_run(dry_run).await?;
             admin_json(&report, false)
+        }
+        Admin::Immutable if read => {
+            admin_json(&json!({ "rules": reg.immutable_tags().await? }), head)
+        }
+        Admin::Immutable if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::ImmutableRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let rule = ImmutableTags::new(&req.repositories, &req.tags)
+                .map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let add = match req.op.as_str() {
+                "add" => true,
+                "remove" => false,
+                other => return Err(Error::AdminRequest(format!("op {other:?}: add or remove"))),
+            };
+            reg.change_immutable_tags(rule, add).await?;
+            admin_json(&json!({ "rules": reg.immutable_tags().await? }), false)
         }
         Admin::Scrub if read => admin_json(&reg.lifecycle().scrub_status(), head),
         Admin::Scrub if method == Method::POST => admin_json(&reg.lifecycle().scrub_run(), false),

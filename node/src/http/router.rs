@@ -74,6 +74,8 @@ pub enum Admin {
     Access,
     /// `/_stowage/keys`: token signing key rotation.
     Keys,
+    /// `/_stowage/immutable`: immutable-tag rules.
+    Immutable,
 }
 
 impl Endpoint {
@@ -113,6 +115,7 @@ impl Endpoint {
                 Admin::Accounts { .. } => "accounts",
                 Admin::Access => "access",
                 Admin::Keys => "keys",
+                Admin::Immutable => "immutable",
             },
         }
     }
@@ -143,7 +146,7 @@ impl Admin {
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
             Admin::Accounts { name: Some(_), .. } => "PUT, DELETE",
             Admin::Access => "GET, HEAD, POST, PUT",
-            Admin::Gc | Admin::Scrub => "GET, HEAD, POST",
+            Admin::Gc | Admin::Scrub | Admin::Immutable => "GET, HEAD, POST",
         }
     }
 }
@@ -168,6 +171,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/token" => Some(Admin::Token),
         "/_stowage/access" => Some(Admin::Access),
         "/_stowage/keys" => Some(Admin::Keys),
+        "/_stowage/immutable" => Some(Admin::Immutable),
         _ => None,
     };
     if fixed.is_some() {
@@ -311,6 +315,7 @@ mod tests {
             ("/token".into(), Admin::Token),
             ("/_stowage/access".into(), Admin::Access),
             ("/_stowage/keys".into(), Admin::Keys),
+            ("/_stowage/immutable".into(), Admin::Immutable),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

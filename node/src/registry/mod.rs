@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use stowage_storage::meta::policy::ImmutableTags;
 use stowage_storage::meta::{
     BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection, TagExpect,
 };
@@ -360,6 +361,9 @@ impl Registry {
         }
         match self.propose(cmd).await? {
             Outcome::Done => Ok((digest, subject)),
+            Outcome::Rejected(Rejection::TagImmutable { tag, rule }) => {
+                Err(Error::TagImmutable { tag, rule })
+            }
             Outcome::Rejected(Rejection::TagPrecondition { current }) => {
                 Err(Error::TagPrecondition {
                     repo: repo.clone(),
@@ -437,7 +441,33 @@ impl Registry {
         };
         match self.propose(cmd).await? {
             Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::TagImmutable { tag, rule }) => {
+                Err(Error::TagImmutable { tag, rule })
+            }
             Outcome::Rejected(_) => Err(Error::ManifestUnknown),
+        }
+    }
+
+    // ---- tag policies ----
+
+    pub async fn immutable_tags(&self) -> Result<Vec<ImmutableTags>> {
+        self.consensus.read_barrier().await?;
+        Ok(self.store.meta.immutable_tags()?)
+    }
+
+    /// Adds (`add`) or removes an immutable-tag rule.
+    pub async fn change_immutable_tags(&self, rule: ImmutableTags, add: bool) -> Result<()> {
+        let cmd = if add {
+            Command::AddImmutableTags { rule }
+        } else {
+            Command::RemoveImmutableTags { rule }
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(r) => Err(Error::AdminRequest(match r {
+                Rejection::RuleUnknown => "no such immutable-tag rule".into(),
+                other => format!("refused: {other:?}"),
+            })),
         }
     }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::access::{AccessRule, Account, SigningKey};
+use super::policy::ImmutableTags;
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
 use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
@@ -81,18 +82,31 @@ pub enum Command {
     },
     /// Names the cluster once, when it first forms; later values are
     /// ignored, so every replica keeps the first.
-    SetClusterId { id: String },
+    SetClusterId {
+        id: String,
+    },
     /// Creates an account (`replace`: changes an existing one's secret or
     /// expiry). The first user also gets `admin` on `**`.
-    PutAccount { account: Account, replace: bool },
+    PutAccount {
+        account: Account,
+        replace: bool,
+    },
     /// Removes an account and the rules that name it.
-    RemoveAccount { name: AccountName },
+    RemoveAccount {
+        name: AccountName,
+    },
     /// Adds the rule's actions for its pattern and subject.
-    Grant { rule: AccessRule },
+    Grant {
+        rule: AccessRule,
+    },
     /// Takes the rule's actions away; a rule left with none goes.
-    Revoke { rule: AccessRule },
+    Revoke {
+        rule: AccessRule,
+    },
     /// Makes the rules exactly these (`stowage access apply`).
-    SetRules { rules: Vec<AccessRule> },
+    SetRules {
+        rules: Vec<AccessRule>,
+    },
     /// A new token signing key; the current one retires (still verifying)
     /// and keys retired before `drop_retired_before_ms` go.
     AddSigningKey {
@@ -108,6 +122,13 @@ pub enum Command {
         tag: Tag,
         expect: TagExpect,
         put: Box<Command>,
+    },
+    /// Tags the rule covers can no longer move or be deleted.
+    AddImmutableTags {
+        rule: ImmutableTags,
+    },
+    RemoveImmutableTags {
+        rule: ImmutableTags,
     },
 }
 
@@ -168,6 +189,20 @@ impl std::fmt::Display for Command {
             Command::PutManifestIf { tag, expect, put } => {
                 write!(f, "if {tag} is {expect:?}: {put}")
             }
+            Command::AddImmutableTags { rule } => {
+                write!(
+                    f,
+                    "make tags {} in {} immutable",
+                    rule.tags, rule.repositories
+                )
+            }
+            Command::RemoveImmutableTags { rule } => {
+                write!(
+                    f,
+                    "let tags {} in {} move again",
+                    rule.tags, rule.repositories
+                )
+            }
         }
     }
 }
@@ -202,6 +237,11 @@ pub enum Rejection {
     },
     /// A command that only wraps another was given the wrong kind.
     Malformed,
+    /// `tag` would move or go, and `rule` makes it immutable.
+    TagImmutable {
+        tag: Tag,
+        rule: ImmutableTags,
+    },
 }
 
 /// The clock and the delays a garbage-collection decision is made under;

@@ -10,6 +10,7 @@
 pub mod access;
 mod command;
 mod gc;
+pub mod policy;
 mod records;
 
 use std::collections::BTreeMap;
@@ -323,6 +324,9 @@ impl StateMachine {
                         continue;
                     }
                     if let Some(old) = old {
+                        if let Some(refused) = policy::guard(txn, repo, t)? {
+                            return Ok(refused);
+                        }
                         Self::untag(txn, repo, &old, now)?;
                     }
                     txn.put(tk, digest.as_str().as_bytes().to_vec());
@@ -338,6 +342,8 @@ impl StateMachine {
                     );
                 }
             }
+            Command::AddImmutableTags { rule } => return policy::add(txn, rule),
+            Command::RemoveImmutableTags { rule } => return policy::remove(txn, rule),
             Command::PutManifestIf { tag, expect, put } => {
                 let Command::PutManifest { repo, .. } = put.as_ref() else {
                     return Ok(Outcome::Rejected(Malformed));
@@ -361,6 +367,20 @@ impl StateMachine {
                 digest,
                 now_ms,
             } => {
+                // Its tags go with it: not if one of them is immutable.
+                for kv in txn.tree.scan_prefix(repo_prefix(TAG, repo)) {
+                    let (k, v) = kv?;
+                    if v.as_ref() != digest.as_str().as_bytes() {
+                        continue;
+                    }
+                    let name =
+                        String::from_utf8_lossy(&k[repo_prefix(TAG, repo).len()..]).into_owned();
+                    if let Ok(tag) = Tag::parse(&name) {
+                        if let Some(refused) = policy::guard(txn, repo, &tag)? {
+                            return Ok(refused);
+                        }
+                    }
+                }
                 if !Self::delete_manifest(txn, repo, digest, *now_ms)? {
                     return Ok(Outcome::Rejected(ManifestUnknown));
                 }
@@ -370,6 +390,9 @@ impl StateMachine {
                 let Some(old) = txn.get(&tk)? else {
                     return Ok(Outcome::Rejected(ManifestUnknown));
                 };
+                if let Some(refused) = policy::guard(txn, repo, tag)? {
+                    return Ok(refused);
+                }
                 txn.del(tk);
                 Self::untag(txn, repo, &old, *now_ms)?;
             }
@@ -712,6 +735,11 @@ impl StateMachine {
 
     pub fn accounts(&self) -> Result<Vec<access::Account>> {
         access::accounts(&self.tree())
+    }
+
+    /// The immutable-tag rules.
+    pub fn immutable_tags(&self) -> Result<Vec<policy::ImmutableTags>> {
+        policy::list(&self.tree())
     }
 
     /// Whether access control is on: it is as soon as one account exists.

@@ -746,3 +746,73 @@ fn a_conditional_tag_update_applies_only_while_its_expectation_holds() {
         Outcome::Rejected(Rejection::Malformed)
     );
 }
+
+#[test]
+fn immutable_tags_never_move_or_go_and_snapshots_carry_the_rules() {
+    let (_d, sm) = sm();
+    let layer = put_blob(&sm, "prod/app", "layer");
+    let put = |m: &Digest, tag: &str| Command::PutManifest {
+        repo: repo("prod/app"),
+        digest: m.clone(),
+        record: Box::new(manifest(vec![layer.clone()], None)),
+        tags: vec![Tag::parse(tag).unwrap()],
+        referrer: None,
+    };
+    let (a, b) = (digest("a"), digest("b"));
+    let rule = policy::ImmutableTags::new("prod/**", "v*").unwrap();
+    assert_eq!(
+        sm.apply(&Command::AddImmutableTags { rule: rule.clone() }, b"m")
+            .unwrap(),
+        Outcome::Done
+    );
+    // Created once, then never moved, deleted, or taken with its manifest.
+    assert_eq!(sm.apply(&put(&a, "v1"), b"m").unwrap(), Outcome::Done);
+    assert_eq!(
+        sm.apply(&put(&a, "v1"), b"m").unwrap(),
+        Outcome::Done,
+        "same target"
+    );
+    let refused = Outcome::Rejected(Rejection::TagImmutable {
+        tag: Tag::parse("v1").unwrap(),
+        rule: rule.clone(),
+    });
+    assert_eq!(sm.apply(&put(&b, "v1"), b"m").unwrap(), refused);
+    let untag = Command::DeleteTag {
+        repo: repo("prod/app"),
+        tag: Tag::parse("v1").unwrap(),
+        now_ms: 2,
+    };
+    assert_eq!(sm.apply(&untag, b"m").unwrap(), refused);
+    let delete = Command::DeleteManifest {
+        repo: repo("prod/app"),
+        digest: a.clone(),
+        now_ms: 2,
+    };
+    assert_eq!(sm.apply(&delete, b"m").unwrap(), refused);
+    assert_eq!(
+        sm.tag(&repo("prod/app"), &Tag::parse("v1").unwrap())
+            .unwrap(),
+        Some(a.clone())
+    );
+    // Other tags move freely.
+    assert_eq!(sm.apply(&put(&a, "latest"), b"m").unwrap(), Outcome::Done);
+    assert_eq!(sm.apply(&put(&b, "latest"), b"m").unwrap(), Outcome::Done);
+
+    let mut snap = Vec::new();
+    sm.export(&mut snap).unwrap();
+    let (_d2, other) = self::sm();
+    other.import(&mut snap.as_slice()).unwrap();
+    assert_eq!(other.immutable_tags().unwrap(), vec![rule.clone()]);
+
+    assert_eq!(
+        sm.apply(&Command::RemoveImmutableTags { rule: rule.clone() }, b"m")
+            .unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(sm.apply(&put(&b, "v1"), b"m").unwrap(), Outcome::Done);
+    assert_eq!(
+        sm.apply(&Command::RemoveImmutableTags { rule }, b"m")
+            .unwrap(),
+        Outcome::Rejected(Rejection::RuleUnknown)
+    );
+}
