@@ -108,7 +108,7 @@ impl ChunkStore {
         }
         // A chunk already here costs no space, so only a new one is checked.
         if let Some(space) = &self.space {
-            space.check_for(data.len() as u64)?;
+            space.check()?;
         }
         let tmp = match self.write_direct(data) {
             Some(tmp) => tmp,

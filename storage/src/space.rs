@@ -126,18 +126,11 @@ impl Space {
     /// `Ok` while free space is at or above the reserve; `Error::DiskFull`
     /// below it. Callers ask before taking new data.
     pub fn check(&self) -> Result<()> {
-        self.check_for(0)
-    }
-
-    /// `check` for a write of `len` bytes: it must leave the reserve whole
-    /// (concurrent writes each passing a bare check could together eat
-    /// into it).
-    pub fn check_for(&self, len: u64) -> Result<()> {
         if self.config.min_free_bytes == 0 {
             return Ok(());
         }
         let (free_bytes, _) = self.free_and_total()?;
-        if free_bytes < self.config.min_free_bytes.saturating_add(len) {
+        if free_bytes < self.config.min_free_bytes {
             return Err(Error::DiskFull {
                 path: self.dir.clone(),
                 free_bytes,
