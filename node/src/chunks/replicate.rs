@@ -122,7 +122,13 @@ impl ChunkIo {
         }
         if !satisfied(&holders) {
             let zones: BTreeSet<&Zone> = holders.iter().filter_map(|n| zone_of.get(n)).collect();
-            return Err(Error::Unavailable(format!(
+            let why = if failures.iter().any(|f| f.contains(rpc::DISK_FULL_PREFIX)) {
+                // Retrying soon will not help: an operator must make room.
+                Error::DiskFull
+            } else {
+                Error::Unavailable
+            };
+            return Err(why(format!(
                 "write quorum unavailable: chunk {id} reached {} of the {need} copies in {} of \
                  the {need_zones} zones a write needs ({})",
                 holders.len(),

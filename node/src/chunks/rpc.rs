@@ -76,8 +76,19 @@ pub async fn put_chunk(
     let mut client = peers.chunks(target, addr).map_err(|e| e.to_string())?;
     let mut req = Request::new(tokio_stream::iter(pieces(&id, &data)));
     req.set_timeout(PUT_TIMEOUT);
-    client.put(req).await.map(|_| ()).map_err(|s| s.to_string())
+    client.put(req).await.map(|_| ()).map_err(|s| {
+        if s.code() == tonic::Code::ResourceExhausted {
+            // Recognised by the write fan-out: a quorum that fails for
+            // full disks is a 507, not a "retry soon".
+            format!("{DISK_FULL_PREFIX}{}", s.message())
+        } else {
+            s.to_string()
+        }
+    })
 }
+
+/// How `put_chunk` marks a peer that refused a copy for lack of space.
+pub const DISK_FULL_PREFIX: &str = "disk full: ";
 
 /// A verified copy of `id` from `node`.
 pub async fn get_chunk(
