@@ -108,11 +108,17 @@ impl Worker for DiskWatch {
 
     async fn step(&self) -> Result<Step> {
         let store = self.store.clone();
+        // A ballast that cannot be made (or dropped) must not hide the
+        // reserve's own warning: the report runs either way.
         let (change, report) = tokio::task::spawn_blocking(move || {
-            let change = store.space.tend_ballast()?;
+            let change = store.space.tend_ballast();
             Ok::<_, stowage_storage::Error>((change, store.space.report()?))
         })
         .await??;
+        let change = change.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "tending the ballast file failed");
+            BallastChange::Unchanged
+        });
         let dir = self.store.data_dir().display().to_string();
         match change {
             BallastChange::Released { bytes } => tracing::warn!(

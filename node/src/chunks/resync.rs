@@ -91,10 +91,9 @@ impl Worker for ResyncWorker {
         // the queue waits (its entries stay due) instead of fetching chunks
         // over the network only to drop them.
         if let Err(e) = self.io.store().space.check() {
-            return Ok(Step::Idle(format!(
-                "paused, {} chunks queued: {e}",
-                self.io.store().resync.len()
-            )));
+            // Not the queue's length: that is a scan of the whole tree,
+            // every second, while paused.
+            return Ok(Step::Idle(format!("paused: {e}")));
         }
         let store = self.io.store().clone();
         let due: Vec<Queued> =
