@@ -46,7 +46,15 @@ fn json_response(
     value: &serde_json::Value,
     head_only: bool,
 ) -> Result<Response<Body>> {
-    let text = value.to_string();
+    text_response(b, value.to_string(), head_only)
+}
+
+/// A whole text body with its length; for `HEAD`, only the length.
+fn text_response(
+    b: http::response::Builder,
+    text: String,
+    head_only: bool,
+) -> Result<Response<Body>> {
     let b = b.header(header::CONTENT_LENGTH, text.len());
     finish(
         b,
@@ -84,14 +92,7 @@ pub async fn admin(
             let resp = builder(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
                 .header(header::CACHE_CONTROL, "no-store");
-            if head {
-                finish(
-                    resp.header(header::CONTENT_LENGTH, html.len()),
-                    body::empty(),
-                )
-            } else {
-                finish(resp, body::full(html))
-            }
+            text_response(resp, html, head)
         }
         Admin::Metrics if read => {
             let text = crate::admin::metrics(reg).await?;
@@ -99,14 +100,7 @@ pub async fn admin(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             );
-            if head {
-                finish(
-                    resp.header(header::CONTENT_LENGTH, text.len()),
-                    body::empty(),
-                )
-            } else {
-                finish(resp, body::full(text))
-            }
+            text_response(resp, text, head)
         }
         Admin::Members if method == Method::POST => {
             let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
