@@ -25,6 +25,8 @@ mod t80_gc;
 mod t81_gc_race;
 /// Repair refills a node that missed pushes, and a wiped, replaced node.
 mod t82_repair;
+/// A write quorum lost to full peers answers 507.
+mod t83_full_peers;
 /// Scrub quarantines and rewrites rotten copies, and reports lost chunks.
 mod t84_scrub;
 /// 3 → 4 → 3 members with data: copies move, never below three.
