@@ -46,7 +46,12 @@ pub fn log_tail(path: &Path) -> String {
 }
 
 /// The `stowage` binary: `$STOWAGE_BIN`, else the one beside this test
-/// executable's profile directory, built first so it is current.
+/// executable's profile directory, built first so it is current. Built as
+/// `cargo test --workspace --no-run` builds it, so under `cargo test
+/// --workspace` this finds the binary already built, with the same
+/// features (a `cargo build -p stowage-node` resolves features without the
+/// dev-dependencies and would rebuild half the graph, and overwrite the
+/// binary the node's own tests use).
 pub fn stowage_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -61,7 +66,7 @@ pub fn stowage_bin() -> PathBuf {
             .expect("test executable lives in target/<profile>/deps");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.args(["build", "--quiet", "-p", "stowage-node", "--bin", "stowage"]);
+        cargo.args(["test", "--quiet", "--workspace", "--no-run"]);
         if release {
             cargo.arg("--release");
         }
