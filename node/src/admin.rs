@@ -149,7 +149,7 @@ pub async fn metrics(reg: &Registry) -> Result<String> {
     let extra = crate::metrics::Extra {
         upload_sessions: reg.upload_sessions(),
         log_bytes: reg.dir_bytes("log"),
-        snapshot_bytes: reg.dir_bytes("snapshots"),
+        snapshot_bytes: reg.dir_bytes(crate::raft::state_machine::SNAPSHOT_DIR),
         sweep: reg.lifecycle().chunk_sweep(),
         scrub: reg.lifecycle().scrub_status(),
     };

@@ -79,6 +79,7 @@ impl ChunkIo {
         // silence) would hold the write until the transfer timeout; once
         // the peers still pending are known to be down and the rest cannot
         // make the quorum, the write fails at once instead.
+        let mut peer_disk_full = false;
         let mut recheck = tokio::time::interval(RECHECK_PENDING);
         recheck.tick().await;
         // However the peers fail, a write waits for its quorum no longer
@@ -101,6 +102,7 @@ impl ChunkIo {
                     }
                     Some((t, Err(e))) => {
                         pending.remove(&t);
+                        peer_disk_full |= e.disk_full;
                         failures.push(format!("node {t}: {e}"));
                     }
                     None => break,
@@ -122,7 +124,7 @@ impl ChunkIo {
         }
         if !satisfied(&holders) {
             let zones: BTreeSet<&Zone> = holders.iter().filter_map(|n| zone_of.get(n)).collect();
-            let why = if failures.iter().any(|f| f.contains(rpc::DISK_FULL_PREFIX)) {
+            let why = if peer_disk_full {
                 // Retrying soon will not help: an operator must make room.
                 Error::DiskFull
             } else {

@@ -72,23 +72,32 @@ pub async fn put_chunk(
     addr: &str,
     id: ChunkId,
     data: Bytes,
-) -> Result<(), String> {
-    let mut client = peers.chunks(target, addr).map_err(|e| e.to_string())?;
+) -> Result<(), PutFailure> {
+    let mut client = peers.chunks(target, addr).map_err(|e| PutFailure {
+        disk_full: false,
+        why: e.to_string(),
+    })?;
     let mut req = Request::new(tokio_stream::iter(pieces(&id, &data)));
     req.set_timeout(PUT_TIMEOUT);
-    client.put(req).await.map(|_| ()).map_err(|s| {
-        if s.code() == tonic::Code::ResourceExhausted {
-            // Recognised by the write fan-out: a quorum that fails for
-            // full disks is a 507, not a "retry soon".
-            format!("{DISK_FULL_PREFIX}{}", s.message())
-        } else {
-            s.to_string()
-        }
+    client.put(req).await.map(|_| ()).map_err(|s| PutFailure {
+        disk_full: s.code() == tonic::Code::ResourceExhausted,
+        why: s.to_string(),
     })
 }
 
-/// How `put_chunk` marks a peer that refused a copy for lack of space.
-pub const DISK_FULL_PREFIX: &str = "disk full: ";
+/// Why a copy was not written; `disk_full` (the peer is below its reserve)
+/// tells the write fan-out that a lost quorum is a 507, not a "retry soon".
+#[derive(Debug)]
+pub struct PutFailure {
+    pub disk_full: bool,
+    pub why: String,
+}
+
+impl std::fmt::Display for PutFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
 
 /// A verified copy of `id` from `node`.
 pub async fn get_chunk(

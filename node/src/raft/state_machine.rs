@@ -36,6 +36,9 @@ pub type StowageSnapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>
 /// as of that point.
 type Mark = (Option<LogId>, StoredMembership);
 
+/// The snapshot files' directory under the data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
 pub struct StateMachineStore {
     store: Arc<Store>,
     dir: PathBuf,
@@ -45,7 +48,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     pub fn open(store: Arc<Store>) -> io::Result<Self> {
-        let dir = store.data_dir().join("snapshots");
+        let dir = store.data_dir().join(SNAPSHOT_DIR);
         durable::create_dir_durable(&dir).map_err(io_err)?;
         durable::remove_temp_files(&dir).map_err(io_err)?;
         // Staged files are transfers or builds a crash interrupted.

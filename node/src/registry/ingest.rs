@@ -35,22 +35,6 @@ const FRAME_QUEUE: usize = 16;
 const DRAIN_AFTER_FAILURE_BYTES: u64 = 16 << 20;
 
 /// Shared limits of the upload data path.
-impl Ingest {
-    /// The next frame of an upload body, counted in the metrics as it
-    /// arrives (chunked bodies declare no length).
-    async fn next<B>(&self, body: &mut B) -> Result<Option<Bytes>>
-    where
-        B: Body<Data = Bytes> + Unpin + Send,
-        B::Error: std::fmt::Display,
-    {
-        let data = next_data(body, self.body_idle).await?;
-        if let Some(d) = &data {
-            self.chunks.metrics().received(d.len());
-        }
-        Ok(data)
-    }
-}
-
 pub struct Ingest {
     pub chunks: Arc<ChunkIo>,
     /// Caps chunk writes in flight across all uploads, which caps the memory
@@ -89,6 +73,20 @@ fn intersect(acc: Option<BTreeSet<NodeId>>, next: &BTreeSet<NodeId>) -> Option<B
 }
 
 impl Ingest {
+    /// The next frame of an upload body, counted in the metrics as it
+    /// arrives (chunked bodies declare no length).
+    async fn next<B>(&self, body: &mut B) -> Result<Option<Bytes>>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let data = next_data(body, self.body_idle).await?;
+        if let Some(d) = &data {
+            self.chunks.metrics().received(d.len());
+        }
+        Ok(data)
+    }
+
     /// Streams `body` into chunks and waits until they are all stored.
     /// `limit_bytes`, when given, is the exact number of bytes the client
     /// declared; a body of another length is rejected (its chunks become
