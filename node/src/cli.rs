@@ -670,21 +670,19 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
 
 async fn immutable(args: ImmutableArgs) -> anyhow::Result<()> {
     let node = &args.node;
-    let change = |op: &str, repositories: String, tags: String| {
-        serde_json::to_vec(&admin::ImmutableRequest {
-            op: op.into(),
-            repositories,
-            tags,
-        })
+    let change = match args.action {
+        ImmutableAction::List => None,
+        ImmutableAction::Add { repositories, tags } => Some(("add", repositories, tags)),
+        ImmutableAction::Remove { repositories, tags } => Some(("remove", repositories, tags)),
     };
-    let v = match args.action {
-        ImmutableAction::List => call(node, http::Method::GET, "/_stowage/immutable", None).await?,
-        ImmutableAction::Add { repositories, tags } => {
-            let body = change("add", repositories, tags)?;
-            call(node, http::Method::POST, "/_stowage/immutable", Some(body)).await?
-        }
-        ImmutableAction::Remove { repositories, tags } => {
-            let body = change("remove", repositories, tags)?;
+    let v = match change {
+        None => call(node, http::Method::GET, "/_stowage/immutable", None).await?,
+        Some((op, repositories, tags)) => {
+            let body = serde_json::to_vec(&admin::ImmutableRequest {
+                op: op.into(),
+                repositories,
+                tags,
+            })?;
             call(node, http::Method::POST, "/_stowage/immutable", Some(body)).await?
         }
     };
