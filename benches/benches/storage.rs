@@ -6,6 +6,9 @@
 //!   upload pipeline does (and each hash alone, to see which one costs).
 //! - `chunk_write_fsync`: `ChunkStore::put` of distinct 4 MiB and 64 KiB
 //!   chunks (temp file, write, fsync, rename, fsync of the directory).
+//! - `chunk_read`: what a pull pays per 4 MiB chunk already in the page
+//!   cache: `ChunkStore::read` with the recorded CRC32C (the pull path)
+//!   and with the blake3 name (scrub), and each check alone over a buffer.
 //! - `sled_apply_lookup`: `StateMachine::apply` of `PutBlob` and
 //!   `PutManifest`, and the reads a pull makes (`blob_in_repo`, `tag`,
 //!   `manifest_in_repo`) on a state machine holding thousands of records.
@@ -27,6 +30,7 @@ use criterion::{
 };
 use stowage_benches::data::{random_bytes, Rng};
 use stowage_storage::chunker::{Chunker, DEFAULT_CHUNK_SIZE_BYTES};
+use stowage_storage::chunks::Check;
 use stowage_storage::meta::{ChunkRef, Command, GcPolicy, ManifestRecord, Outcome, CLOCK_SKEW_MS};
 use stowage_storage::types::{ChunkId, Digest, DigestAlgorithm, NodeId, RepoName, Tag};
 use stowage_storage::{ChunkStore, StateMachine, DEFAULT_META_CACHE_BYTES};
@@ -112,6 +116,27 @@ fn chunk_write_fsync(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+}
+
+fn chunk_read(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ChunkStore::open(dir.path().join("chunks")).expect("chunk store");
+    let size = DEFAULT_CHUNK_SIZE_BYTES;
+    let buf = random_bytes(3, size);
+    let id = store.put(&buf).expect("chunk put");
+    let mut g = c.benchmark_group("chunk_read");
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function("read_crc32c", |b| {
+        b.iter(|| store.read(&id, Check::Recorded).expect("chunk read"))
+    });
+    g.bench_function("read_blake3", |b| {
+        b.iter(|| store.read(&id, Check::Name).expect("chunk read"))
+    });
+    g.bench_function("crc32c_only", |b| {
+        b.iter(|| crc32c::crc32c(black_box(&buf)))
+    });
+    g.bench_function("blake3_only", |b| b.iter(|| ChunkId::of(black_box(&buf))));
     g.finish();
 }
 
@@ -385,6 +410,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = chunking_hashing, chunk_write_fsync, sled_apply_lookup, gc_pass
+    targets = chunking_hashing, chunk_write_fsync, chunk_read, sled_apply_lookup, gc_pass
 }
 criterion_main!(storage);

@@ -1,9 +1,10 @@
 //! The chunk store: blake3-addressed files under `chunks/ab/cd/<hex>`, each
-//! written through the durable path and verified against its name on every
-//! read, so a corrupted chunk is an error and never served.
+//! written through the durable path with the CRC32C of its bytes beside it
+//! (an extended attribute) and checked on every read, so a corrupted chunk
+//! is an error and never served. Scrub checks the blake3 name itself.
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::buffers::BufferPool;
 use crate::durable::{self, TempFile};
 use crate::error::{Error, Result};
 use crate::space::Space;
@@ -38,6 +40,26 @@ pub struct ChunkStore {
     /// The free-space reserve new chunk files are checked against; none
     /// for a bare store (tests, tools).
     space: Option<Arc<Space>>,
+    /// Whether this filesystem keeps the CRC attribute; turned off for good
+    /// the first time it refuses one (then every read checks blake3).
+    crc_attr: AtomicBool,
+    buffers: Arc<BufferPool>,
+}
+
+/// The extended attribute that holds a chunk file's CRC32C (4 bytes, little
+/// endian), set on the temp file before it is synced and renamed, so the
+/// name never appears without it.
+const CRC_ATTR: &str = "user.stowage.crc32c";
+
+/// How a read proves that a chunk file holds its chunk's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Against the CRC32C recorded when the file was written; against the
+    /// blake3 name where none is recorded or the two disagree (then the
+    /// name decides, and a wrong record is rewritten). The pull path.
+    Recorded,
+    /// Against the blake3 name, always: scrub.
+    Name,
 }
 
 /// O_DIRECT wants buffers, offsets and lengths aligned to the device's
@@ -63,6 +85,8 @@ impl ChunkStore {
             sweep_lock: RwLock::new(()),
             direct_io: AtomicBool::new(true),
             space: None,
+            crc_attr: AtomicBool::new(true),
+            buffers: Arc::new(BufferPool::default()),
         })
     }
 
@@ -110,7 +134,7 @@ impl ChunkStore {
         if let Some(space) = &self.space {
             space.check()?;
         }
-        let tmp = match self.write_direct(data) {
+        let mut tmp = match self.write_direct(data) {
             Some(tmp) => tmp,
             None => {
                 let mut tmp = TempFile::create_in(&self.tmp)?;
@@ -118,6 +142,7 @@ impl ChunkStore {
                 tmp
             }
         };
+        self.record_crc(tmp.as_file_mut(), crc32c::crc32c(data));
         if let Some(dir) = dest.parent() {
             durable::create_dir_durable(dir)?;
         }
@@ -173,22 +198,83 @@ impl ChunkStore {
         self.path_of(id).is_file()
     }
 
-    /// Reads a whole chunk and verifies it against its name.
+    /// Reads a whole chunk, checked against its recorded CRC32C (see
+    /// [`Check::Recorded`]).
     pub fn get(&self, id: &ChunkId) -> Result<Bytes> {
+        self.read(id, Check::Recorded)
+    }
+
+    /// Reads a whole chunk and proves it is `id`'s bytes as `check` says.
+    /// A chunk whose blake3 name is checked has its CRC recorded if it had
+    /// none (files written before there was one) or a wrong one.
+    pub fn read(&self, id: &ChunkId, check: Check) -> Result<Bytes> {
         let path = self.path_of(id);
         // Reads go through the page cache, unlike writes: a layer pulled
         // once is usually pulled again soon, and measured here an O_DIRECT
         // read of a cold chunk was no faster than the kernel's readahead
         // while a warm one was half as fast (benches/README.md).
-        let data = match fs::read(&path) {
-            Ok(d) => Bytes::from(d),
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::ChunkMissing(*id)),
-            Err(e) => return Err(Error::io("read", &path)(e)),
+            Err(e) => return Err(Error::io("open", &path)(e)),
         };
+        let recorded = self.recorded_crc(&file);
+        let len = file.metadata().map_or(0, |m| m.len());
+        // One byte more than the file, so its end is seen without growing.
+        let mut buf = self
+            .buffers
+            .take(usize::try_from(len).unwrap_or(0).saturating_add(1));
+        let (used, crc) = read_with_crc(&mut file, &mut buf).map_err(Error::io("read", &path))?;
+        let data = self.buffers.share(buf, used);
+        if check == Check::Recorded && recorded == Some(crc) {
+            return Ok(data);
+        }
         if ChunkId::of(&data) != *id {
             return Err(Error::ChunkCorrupt(*id));
         }
+        if recorded != Some(crc) {
+            if recorded.is_some() {
+                tracing::warn!(chunk = %id, "a chunk's recorded CRC was wrong but its bytes are good; recording it again");
+            }
+            self.record_crc(&file, crc);
+        }
         Ok(data)
+    }
+
+    /// The CRC32C recorded for an open chunk file, if any.
+    fn recorded_crc(&self, file: &File) -> Option<u32> {
+        if !self.crc_attr.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut buf = [0u8; 4];
+        match rustix::fs::fgetxattr(file, CRC_ATTR, &mut buf) {
+            Ok(4) => Some(u32::from_le_bytes(buf)),
+            _ => None,
+        }
+    }
+
+    /// Records `crc` on an open chunk file. A filesystem without extended
+    /// attributes turns the record off (reads then check blake3); any other
+    /// failure only costs that file its fast check.
+    fn record_crc(&self, file: &File, crc: u32) {
+        if !self.crc_attr.load(Ordering::Relaxed) {
+            return;
+        }
+        match rustix::fs::fsetxattr(
+            file,
+            CRC_ATTR,
+            &crc.to_le_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP) => {
+                tracing::info!(
+                    "this filesystem keeps no extended attributes; every chunk read is checked with blake3"
+                );
+                self.crc_attr.store(false, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not record a chunk's CRC"),
+        }
     }
 
     /// Every chunk id stored on this node, in no particular order.
@@ -285,6 +371,31 @@ impl ChunkStore {
             }
         }
         Ok((n, bytes))
+    }
+}
+
+/// Bytes read per step: the CRC of each step then runs over bytes the copy
+/// out of the page cache has just left in the CPU's cache, instead of
+/// over a whole chunk fetched again from memory.
+const READ_STEP_BYTES: usize = 256 * 1024;
+
+/// Reads `file` to its end into `buf` (growing it if the file is longer),
+/// returning the bytes read and their CRC32C.
+fn read_with_crc(file: &mut File, buf: &mut Vec<u8>) -> std::io::Result<(usize, u32)> {
+    let (mut used, mut crc) = (0usize, 0u32);
+    loop {
+        if used == buf.len() {
+            buf.resize(buf.len().max(READ_STEP_BYTES) * 2, 0);
+        }
+        let end = buf.len().min(used + READ_STEP_BYTES);
+        let n = match file.read(&mut buf[used..end]) {
+            Ok(0) => return Ok((used, crc)),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        crc = crc32c::crc32c_append(crc, &buf[used..used + n]);
+        used += n;
     }
 }
 
@@ -395,6 +506,114 @@ mod tests {
         assert!(matches!(store.get(&id), Err(Error::ChunkCorrupt(_))));
         let missing = ChunkId::of(b"nope");
         assert!(matches!(store.get(&missing), Err(Error::ChunkMissing(_))));
+    }
+
+    fn attr(store: &ChunkStore, id: &ChunkId) -> Option<u32> {
+        store.recorded_crc(&File::open(store.path_of(id)).unwrap())
+    }
+
+    fn set_attr(store: &ChunkStore, id: &ChunkId, crc: u32) {
+        let f = File::open(store.path_of(id)).unwrap();
+        rustix::fs::fsetxattr(
+            &f,
+            CRC_ATTR,
+            &crc.to_le_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    /// Whether the test's filesystem keeps user extended attributes (tmpfs
+    /// before Linux 6.6 does not); the CRC cases are then moot.
+    fn keeps_attrs(dir: &Path) -> bool {
+        let f = File::create(dir.join("probe")).unwrap();
+        rustix::fs::fsetxattr(&f, CRC_ATTR, b"1234", rustix::fs::XattrFlags::empty()).is_ok()
+    }
+
+    #[test]
+    fn every_check_refuses_bytes_changed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path().join("c")).unwrap();
+        let data = vec![7u8; DIRECT_IO_MIN_BYTES + 100];
+        let id = store.put(&data).unwrap();
+        if keeps_attrs(dir.path()) {
+            assert_eq!(attr(&store, &id), Some(crc32c::crc32c(&data)));
+        } else {
+            eprintln!("SKIPPED: CRC record cases (no user xattrs on this filesystem)");
+        }
+        // Bit rot: the file keeps its inode and attribute.
+        let mut rotten = data.clone();
+        rotten[data.len() / 2] ^= 0x40;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(store.path_of(&id))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &rotten))
+            .unwrap();
+        for check in [Check::Recorded, Check::Name] {
+            assert!(
+                matches!(store.read(&id, check), Err(Error::ChunkCorrupt(_))),
+                "{check:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_record_is_checked_by_name_and_then_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        if !keeps_attrs(dir.path()) {
+            eprintln!("SKIPPED: CRC record cases (no user xattrs on this filesystem)");
+            return;
+        }
+        let store = ChunkStore::open(dir.path().join("c")).unwrap();
+        let id = store.put(b"written before there were records").unwrap();
+        // A new file with the same name has no attribute (an old store).
+        fs::remove_file(store.path_of(&id)).unwrap();
+        fs::write(store.path_of(&id), b"written before there were records").unwrap();
+        assert_eq!(attr(&store, &id), None);
+        assert_eq!(
+            &store.get(&id).unwrap()[..],
+            b"written before there were records"
+        );
+        assert_eq!(
+            attr(&store, &id),
+            Some(crc32c::crc32c(b"written before there were records"))
+        );
+        // Replaced by other bytes, with no record: the name catches it.
+        fs::remove_file(store.path_of(&id)).unwrap();
+        fs::write(store.path_of(&id), b"something else entirely").unwrap();
+        assert!(matches!(store.get(&id), Err(Error::ChunkCorrupt(_))));
+        assert_eq!(
+            attr(&store, &id),
+            None,
+            "a corrupt file is never given a record"
+        );
+    }
+
+    #[test]
+    fn a_wrong_record_over_good_bytes_is_rewritten_and_scrub_sees_past_a_forged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        if !keeps_attrs(dir.path()) {
+            eprintln!("SKIPPED: CRC record cases (no user xattrs on this filesystem)");
+            return;
+        }
+        let store = ChunkStore::open(dir.path().join("c")).unwrap();
+        let id = store.put(b"good bytes").unwrap();
+        set_attr(&store, &id, 12345);
+        assert_eq!(&store.get(&id).unwrap()[..], b"good bytes");
+        assert_eq!(attr(&store, &id), Some(crc32c::crc32c(b"good bytes")));
+        // Changed bytes whose CRC happens to match the record (the 1 in
+        // 2^32 the fast check misses): the read path serves them, scrub's
+        // blake3 check does not.
+        fs::write(store.path_of(&id), b"evil bytes").unwrap();
+        set_attr(&store, &id, crc32c::crc32c(b"evil bytes"));
+        assert_eq!(
+            &store.read(&id, Check::Recorded).unwrap()[..],
+            b"evil bytes"
+        );
+        assert!(matches!(
+            store.read(&id, Check::Name),
+            Err(Error::ChunkCorrupt(_))
+        ));
     }
 
     #[test]

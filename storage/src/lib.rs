@@ -4,7 +4,9 @@
 //!   `NodeId`, `Zone`).
 //! - `durable`: the one temp → fsync → rename → fsync-dir write path.
 //! - `identity`: the data directory's incarnation id, made once at creation.
-//! - `chunks`: blake3-addressed chunk files, verified on every read.
+//! - `chunks`: blake3-addressed chunk files, verified on every read (by the
+//!   CRC32C recorded with each file; scrub by the blake3 name).
+//! - `buffers`: chunk-sized read buffers kept for reuse.
 //! - `chunker`: splits a blob stream into chunks while computing its digest.
 //! - `log`: the fsynced, segmented, group-committed log of commands.
 //! - `meta`: the replicated state machine (sled), its `Command`s and reads.
@@ -15,6 +17,7 @@
 //!
 //! `Store` opens all of them under one data directory.
 
+pub mod buffers;
 pub mod chunker;
 pub mod chunks;
 pub mod durable;

@@ -2,7 +2,9 @@
 //! copy is quarantined and rewritten from a replica, and the pull from that
 //! node is byte-identical; with every copy rotten the chunk is reported as
 //! lost, naming the image, and a pull fails cleanly instead of serving
-//! wrong or truncated bytes.
+//! wrong or truncated bytes. Before any scrub, the pull path's own checks
+//! (the CRC recorded with each chunk file, and blake3 for a file with no
+//! record) catch a rotten copy and serve the replica's.
 
 use std::time::Duration;
 
@@ -120,5 +122,47 @@ async fn a_chunk_rotten_everywhere_is_reported_lost_and_pulls_fail_cleanly() {
         let (_, code) = json_code(r).await;
         assert_eq!(status, 503, "node {id}");
         assert_eq!(code, "UNAVAILABLE", "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_catches_a_rotten_copy_by_either_check_and_serves_a_replica() {
+    let cluster = Cluster::start(&["a", "b", "c"], SCRUB_TOML);
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    let c = client();
+    let (digest, layers) =
+        push_image(&c, &cluster.url(1), "scrub/pull", "v1", 63, &[3 * CHUNK]).await;
+    let victim = chunk_names(&layers[0], CHUNK)[2].clone();
+    for id in [2, 3] {
+        let dir = cluster.member(id).node.data_dir.clone();
+        eventually("the node holds the chunk", Duration::from_secs(30), || {
+            let p = chunk_path(&dir, &victim);
+            async move { p.is_file().then_some(()).ok_or("absent".to_string()) }
+        })
+        .await;
+    }
+    // Node 2: bit rot in place (the file keeps its recorded CRC).
+    corrupt_chunk(&cluster.member(2).node.data_dir, &victim);
+    // Node 3: a file with no record and wrong bytes (as a store written
+    // before records existed would have after rot): blake3 decides.
+    let path = chunk_path(&cluster.member(3).node.data_dir, &victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[7] ^= 0x01;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    for id in [2, 3] {
+        verify_image(&c, &cluster.url(id), "scrub/pull", "v1", &digest, &layers).await;
+        let q = quarantined(&cluster.member(id).node.data_dir);
+        assert!(
+            q.iter().any(|f| f.starts_with(&victim)),
+            "node {id} did not quarantine the rotten copy: {q:?}"
+        );
+        let good = std::fs::read(chunk_path(&cluster.member(1).node.data_dir, &victim)).unwrap();
+        assert_eq!(
+            std::fs::read(chunk_path(&cluster.member(id).node.data_dir, &victim)).unwrap(),
+            good,
+            "node {id} keeps the good copy it fetched"
+        );
     }
 }

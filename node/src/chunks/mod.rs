@@ -133,20 +133,37 @@ impl ChunkIo {
         self.consensus.members().len() <= 1
     }
 
-    /// Writes a chunk here and on the nodes placement names for it.
+    /// Writes a chunk here and on the nodes placement names for it. The
+    /// copies to peers start as soon as the chunk is named and pinned, so
+    /// this node's write and fsync overlap theirs instead of preceding them.
     pub async fn put(self: &Arc<Self>, data: Bytes) -> Result<Written> {
+        let started = std::time::Instant::now();
+        let len =
+            u32::try_from(data.len()).map_err(|_| Error::SizeInvalid("chunk larger than 4 GiB"))?;
         let this = self.clone();
         let local = data.clone();
-        let (chunk, pins) = tokio::task::spawn_blocking(move || {
+        let (named, id) = tokio::sync::oneshot::channel();
+        let write = tokio::task::spawn_blocking(move || {
             let mut pins = Pins::new(&this.pins);
-            let r = this.put_local(&local, &mut pins)?;
-            Ok::<_, Error>((r, pins))
-        })
-        .await??;
-        let started = std::time::Instant::now();
-        let replicated = self.replicate(chunk.id, data).await;
+            let id = ChunkId::of(&local);
+            pins.add(id);
+            let _ = named.send(id);
+            this.store.chunks.put_as(id, &local)?;
+            Ok::<_, Error>((ChunkRef { id, len }, pins))
+        });
+        let Ok(id) = id.await else {
+            // Only a panic drops the sender unsent; the join error says so.
+            return Err(match write.await {
+                Err(e) => e.into(),
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => Error::Unavailable("a chunk write ended without its name".into()),
+            });
+        };
+        let (written, replicated) = tokio::join!(write, self.replicate(id, data));
+        let written = written.map_err(Error::from).and_then(|w| w);
         self.metrics
-            .chunk_write(replicated.is_ok(), started.elapsed());
+            .chunk_write(written.is_ok() && replicated.is_ok(), started.elapsed());
+        let (chunk, pins) = written?;
         let holders = replicated?;
         Ok(Written {
             chunk,
@@ -219,9 +236,9 @@ impl ChunkIo {
                 Ok(data) => {
                     let store = self.store.clone();
                     let kept = data.clone();
+                    // get_chunk has checked the copy against its name.
                     let stored =
-                        tokio::task::spawn_blocking(move || store.chunks.put_verified(id, &kept))
-                            .await;
+                        tokio::task::spawn_blocking(move || store.chunks.put_as(id, &kept)).await;
                     match stored {
                         Ok(Ok(())) => {}
                         // Served all the same; the disk watch reports a

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use stowage_storage::chunks::Check;
 use stowage_storage::types::ChunkId;
 
 use super::repair::HealthBoard;
@@ -92,7 +93,7 @@ impl ScrubWorker {
     /// Checks one chunk: `Ok(bytes read)`, after handling a corrupt copy.
     async fn check(&self, id: ChunkId) -> Result<u64> {
         let store = self.io.store().clone();
-        let read = tokio::task::spawn_blocking(move || store.chunks.get(&id)).await?;
+        let read = tokio::task::spawn_blocking(move || store.chunks.read(&id, Check::Name)).await?;
         match read {
             Ok(data) => Ok(data.len() as u64),
             // Removed since the pass began (collected, or rebalanced away).
@@ -191,7 +192,8 @@ impl Worker for ScrubWorker {
             // A lost chunk that is back (repaired from elsewhere) is no
             // longer lost.
             st.status.lost.retain(|l| {
-                ChunkId::parse(&l.chunk).map_or(true, |id| store.chunks.get(&id).is_err())
+                ChunkId::parse(&l.chunk)
+                    .map_or(true, |id| store.chunks.read(&id, Check::Name).is_err())
             });
         }
         let batch: Vec<ChunkId> = {
