@@ -17,6 +17,8 @@
 //!   sha256 throughput).
 //! - `workloads`: the named workloads (`push-large`, `pull-large`,
 //!   `push-many`, `manifest-get`, `mixed`).
+//! - `real_image`: images for real clients, written as files (valid tar
+//!   layers, an OCI layout, a docker archive).
 //! - `report`: one result line per workload, or one JSON object per line.
 //! - `table`: reads the JSON results of several runs and prints the
 //!   side-by-side table with ratios and the targets' verdicts.
@@ -29,6 +31,7 @@ pub mod client;
 pub mod data;
 pub mod error;
 pub mod machine;
+pub mod real_image;
 pub mod report;
 pub mod rss;
 pub mod stats;
