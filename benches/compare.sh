@@ -7,15 +7,18 @@
 # Stowage/Distribution ratios and the targets' verdicts.
 #
 # Sizes come from the environment, so a quick run is possible:
-#   BLOBS=1 BLOB_MIB=16 CLIENTS=4 DURATION=5 benches/compare.sh
+#   BLOBS=1 BLOB_MIB=16 CLIENTS=4 DURATION=5 REAL_MIB=20 ROUNDS=2 benches/compare.sh
 #
 # BLOBS, BLOB_MIB, PATCH_MIB, CLIENTS, IMAGES (per client), DURATION (mixed,
-# seconds), MANIFEST_SECS (each manifest-get phase), WORKLOADS (comma list or
-# "all"), CLUSTER (0 skips the cluster), SKIP_BUILD=1 with STOWAGE=… and
-# BENCH=… (use existing binaries), KEEP=1 (keep data and logs), port bases
-# DIST_PORT, STOWAGE_PORT, CLUSTER_HTTP_BASE, CLUSTER_RPC_BASE,
-# READY_TIMEOUT (seconds per server), DROP_CACHES (0 keeps the page cache
-# before pull-large).
+# seconds), MANIFEST_SECS (each manifest-get phase), REAL_MIB, REAL_LAYERS
+# and ROUNDS (the skopeo and docker workloads: image size in MiB, its layers,
+# push and pull rounds), WORKLOADS (comma list or "all"), CLUSTER (0 skips
+# the cluster), SKIP_BUILD=1 with STOWAGE=… and BENCH=… (use existing
+# binaries), KEEP=1 (keep data and logs), port bases DIST_PORT,
+# STOWAGE_PORT, CLUSTER_HTTP_BASE, CLUSTER_RPC_BASE, READY_TIMEOUT (seconds
+# per server), DROP_CACHES (0 keeps the page cache before pull-large and
+# before each real-client pull). skopeo and docker are used when they
+# answer; a workload whose tool is missing says SKIPPED and has no rows.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,6 +31,9 @@ CLIENTS="${CLIENTS:-16}"
 IMAGES="${IMAGES:-25}"
 DURATION="${DURATION:-30}"
 MANIFEST_SECS="${MANIFEST_SECS:-$(( DURATION < 10 ? DURATION : 10 ))}"
+REAL_MIB="${REAL_MIB:-277}"
+REAL_LAYERS="${REAL_LAYERS:-5}"
+ROUNDS="${ROUNDS:-3}"
 WORKLOADS="${WORKLOADS:-all}"
 CLUSTER="${CLUSTER:-1}"
 KEEP="${KEEP:-0}"
@@ -159,12 +165,14 @@ BENCH_ARGS=(
   --blobs "$BLOBS" --blob-mib "$BLOB_MIB" --patch-mib "$PATCH_MIB"
   --clients "$CLIENTS" --images-per-client "$IMAGES"
   --duration-secs "$DURATION" --manifest-secs "$MANIFEST_SECS"
+  --real-mib "$REAL_MIB" --real-layers "$REAL_LAYERS" --rounds "$ROUNDS"
   --workload "$WORKLOADS"
 )
 # pull-large reads from storage for every registry alike: the page cache is
 # dropped first (root only), so a registry that just wrote through the
 # cache is not measured against one that wrote around it. pull-large-warm
-# repeats the pull with whatever the first pass cached.
+# repeats the pull with whatever the first pass cached. The skopeo and
+# docker workloads drop it before each pull round.
 if [ "${DROP_CACHES:-1}" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then
   BENCH_ARGS+=(--drop-caches)
 else
@@ -268,7 +276,7 @@ RESULTS="$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$RESULTS"
 cp "$WORK"/*.jsonl "$RESULTS"/
 echo
-echo "BLOBS=$BLOBS BLOB_MIB=$BLOB_MIB PATCH_MIB=$PATCH_MIB CLIENTS=$CLIENTS IMAGES=$IMAGES DURATION=$DURATION MANIFEST_SECS=$MANIFEST_SECS"
+echo "BLOBS=$BLOBS BLOB_MIB=$BLOB_MIB PATCH_MIB=$PATCH_MIB CLIENTS=$CLIENTS IMAGES=$IMAGES DURATION=$DURATION MANIFEST_SECS=$MANIFEST_SECS REAL_MIB=$REAL_MIB REAL_LAYERS=$REAL_LAYERS ROUNDS=$ROUNDS"
 "$BENCH" --table "Distribution=$WORK/dist.jsonl" --table "Stowage=$WORK/stowage.jsonl" \
   "${TABLE_CLUSTER[@]}" | tee "$RESULTS/table.txt"
 log "results kept in $RESULTS"

@@ -66,6 +66,21 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A real client (skopeo, docker) that exited with a failure; the last
+    /// line of its stderr says why.
+    #[error("{command}: {status}: {stderr_last_line}")]
+    Command {
+        command: &'static str,
+        status: std::process::ExitStatus,
+        stderr_last_line: String,
+    },
+    #[error("{command}: no exit within {} s (killed)", timeout.as_secs())]
+    CommandTimeout {
+        command: &'static str,
+        timeout: std::time::Duration,
+    },
+    #[error("docker rmi left image {id} in the engine; a pull would not download it")]
+    ImageStillPresent { id: String },
     #[error("invalid argument: {0}")]
     Usage(&'static str),
     #[error("the workload needs data that setup could not create: {0}")]

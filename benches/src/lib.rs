@@ -16,19 +16,26 @@
 //! - `machine`: what the numbers are relative to (CPU, cores, single-core
 //!   sha256 throughput).
 //! - `workloads`: the named workloads (`push-large`, `pull-large`,
-//!   `push-many`, `manifest-get`, `mixed`).
+//!   `push-many`, `manifest-get`, `mixed`, `skopeo`, `docker`).
+//! - `real_client`: the `skopeo` and `docker` workloads, which drive those
+//!   tools as processes and time whole commands.
+//! - `real_image`: the images they move, written as files (valid tar
+//!   layers, an OCI layout, a docker archive).
 //! - `report`: one result line per workload, or one JSON object per line.
 //! - `table`: reads the JSON results of several runs and prints the
 //!   side-by-side table with ratios and the targets' verdicts.
 //! - `error`: the crate's one error type.
 //!
 //! The load generator never links the node or the storage engine: it talks
-//! HTTP only, so it measures Stowage and Distribution the same way.
+//! HTTP only (or runs the real clients, which do), so it measures Stowage
+//! and Distribution the same way.
 
 pub mod client;
 pub mod data;
 pub mod error;
 pub mod machine;
+pub mod real_client;
+pub mod real_image;
 pub mod report;
 pub mod rss;
 pub mod stats;

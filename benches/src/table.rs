@@ -2,7 +2,8 @@
 //! first is the baseline, Distribution in `compare.sh`), prints each
 //! workload's headline figure, p99 latency and peak RSS per run with the
 //! ratio to the baseline, then checks the targets of the benchmark issue
-//! against the second run (single-node Stowage).
+//! against the second run (single-node Stowage), and the real-client pull
+//! target against every run but the baseline.
 //!
 //! Every ratio is oriented so that above 1 means better than the baseline:
 //! throughput is run / baseline, latency is baseline / run.
@@ -21,9 +22,14 @@ pub const TARGET_MANIFEST_TAG_RATIO: f64 = 5.0;
 /// push-large above this share of the single-core sha256 throughput.
 pub const TARGET_SHA256_SHARE: f64 = 0.5;
 pub const TARGET_RSS_MIB: f64 = 200.0;
+/// skopeo pulls at least as fast as from Distribution, on every Stowage
+/// column (one node and the cluster).
+pub const TARGET_SKOPEO_PULL_RATIO: f64 = 1.0;
+/// skopeo pushes to one node with a fifth to spare over Distribution.
+pub const TARGET_SKOPEO_PUSH_RATIO: f64 = 1.2;
 
 /// Workloads in the order the table lists them.
-const ORDER: [&str; 7] = [
+const ORDER: [&str; 11] = [
     "push-large",
     "pull-large",
     "pull-large-warm",
@@ -31,6 +37,10 @@ const ORDER: [&str; 7] = [
     "manifest-get-tag",
     "manifest-get-digest",
     "mixed",
+    "skopeo-push",
+    "skopeo-pull",
+    "docker-push",
+    "docker-pull",
 ];
 
 /// One column of the table.
@@ -113,6 +123,8 @@ pub fn parse(label: &str, path: &str, text: &str) -> Result<Run> {
 fn headline(w: &WorkloadResult) -> (f64, &'static str) {
     match w.workload.as_str() {
         "push-large" | "pull-large" | "pull-large-warm" => (w.mb_per_s, "MB/s"),
+        // An image's bytes over the median round.
+        "skopeo-push" | "skopeo-pull" | "docker-push" | "docker-pull" => (w.mb_per_s, "MB/s"),
         "push-many" => match w.extra.get("images_per_s") {
             Some(v) => (*v, "images/s"),
             None => (w.mb_per_s, "MB/s"),
@@ -127,6 +139,15 @@ fn headline(w: &WorkloadResult) -> (f64, &'static str) {
 
 fn ratio(value: f64, baseline: f64) -> Option<f64> {
     (baseline > 0.0 && value.is_finite()).then(|| value / baseline)
+}
+
+/// A target factor as the verdicts print it: `1x`, `5x`, `1.2x`.
+fn fmt_factor(f: f64) -> String {
+    if f.fract() == 0.0 {
+        format!("{f:.0}x")
+    } else {
+        format!("{f}x")
+    }
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -276,8 +297,33 @@ fn verdict_line(out: &mut String, what: &str, ok: Option<bool>, detail: &str) {
     let _ = writeln!(out, "  {word}  {what}: {detail}");
 }
 
-/// Checks the targets: the second run against the first, and the memory
-/// bound for every run but the baseline.
+/// One ratio target: `run`'s headline figure of `name` at least
+/// `at_least` times the baseline's; `who` prefixes the line (empty for the
+/// second run, which every target is about unless it says otherwise).
+fn ratio_verdict(out: &mut String, who: &str, run: &Run, base: &Run, name: &str, at_least: f64) {
+    let r = match (run.workload(name), base.workload(name)) {
+        (Some(o), Some(b)) => ratio(headline(o).0, headline(b).0),
+        _ => None,
+    };
+    let target = fmt_factor(at_least);
+    let detail = match r {
+        Some(r) if r >= at_least => format!("{r:.2}x (target {target})"),
+        Some(r) => format!(
+            "{r:.2}x (target {target}: short by {:.0} %)",
+            (1.0 - r / at_least) * 100.0
+        ),
+        None => "not measured".to_owned(),
+    };
+    verdict_line(
+        out,
+        &format!("{who}{name} >= {target} {}", base.label),
+        r.map(|r| r >= at_least),
+        &detail,
+    );
+}
+
+/// Checks the targets: the second run against the first, the skopeo pull
+/// and the memory bound for every run but the baseline.
 pub fn verdicts(runs: &[Run]) -> String {
     let mut out = String::new();
     let (Some(base), Some(ours)) = (runs.first(), runs.get(1)) else {
@@ -289,24 +335,22 @@ pub fn verdicts(runs: &[Run]) -> String {
         ("push-many", TARGET_PUSH_RATIO),
         ("pull-large", TARGET_PULL_RATIO),
         ("manifest-get-tag", TARGET_MANIFEST_TAG_RATIO),
+        ("skopeo-push", TARGET_SKOPEO_PUSH_RATIO),
     ] {
-        let r = match (ours.workload(name), base.workload(name)) {
-            (Some(o), Some(b)) => ratio(headline(o).0, headline(b).0),
-            _ => None,
-        };
-        let detail = match r {
-            Some(r) if r >= at_least => format!("{r:.2}x (target {at_least:.0}x)"),
-            Some(r) => format!(
-                "{r:.2}x (target {at_least:.0}x: short by {:.0} %)",
-                (1.0 - r / at_least) * 100.0
-            ),
-            None => "not measured".to_owned(),
-        };
-        verdict_line(
+        ratio_verdict(&mut out, "", ours, base, name, at_least);
+    }
+    for run in runs[1..]
+        .iter()
+        .filter(|r| matches!(r.data, RunData::Measured { .. }))
+    {
+        let who = format!("{} ", run.label);
+        ratio_verdict(
             &mut out,
-            &format!("{name} >= {at_least:.0}x {}", base.label),
-            r.map(|r| r >= at_least),
-            &detail,
+            &who,
+            run,
+            base,
+            "skopeo-pull",
+            TARGET_SKOPEO_PULL_RATIO,
         );
     }
     let sha = ours.machine().or(base.machine()).map(|m| m.sha256_mb_per_s);
@@ -434,6 +478,84 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn real_client_rows_and_verdicts() {
+        let dist = [
+            line("skopeo-push", 100.0, 0.3, 3000.0, 30.0),
+            line("skopeo-pull", 200.0, 0.5, 1500.0, 30.0),
+            line("docker-push", 50.0, 0.1, 6000.0, 30.0),
+        ]
+        .join("\n");
+        // Docker skipped here: its rows must still render, with "-".
+        let ours = [
+            line("skopeo-push", 110.0, 0.3, 2500.0, 80.0),
+            line("skopeo-pull", 220.0, 0.5, 1400.0, 80.0),
+        ]
+        .join("\n");
+        let cluster = [
+            line("skopeo-push", 90.0, 0.3, 3500.0, 90.0),
+            line("skopeo-pull", 180.0, 0.5, 1700.0, 90.0),
+            line("docker-push", 60.0, 0.1, 5000.0, 90.0),
+        ]
+        .join("\n");
+        let runs = vec![
+            parse("Distribution", "d", &dist).unwrap(),
+            parse("Stowage", "s", &ours).unwrap(),
+            parse("Stowage 3-node", "c", &cluster).unwrap(),
+        ];
+        let text = render(&runs);
+        let row = |name: &str, metric: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains(metric))
+                .unwrap_or_else(|| panic!("no {name} {metric} row in\n{text}"))
+                .split("  ")
+                .filter(|c| !c.is_empty())
+                .skip(2)
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(row("skopeo-push", "MB/s"), "100.0 110.0 1.10x 90.0 0.90x");
+        // p99 is the slowest round; its ratio is baseline / run.
+        assert_eq!(row("skopeo-push", "p99 ms"), "3000 2500 1.20x 3500 0.86x");
+        assert_eq!(row("docker-push", "MB/s"), "50.0 - - 60.0 1.20x");
+        assert!(!text.contains("docker-pull"), "{text}");
+        let order: Vec<usize> = ["skopeo-push", "skopeo-pull", "docker-push"]
+            .iter()
+            .map(|n| text.find(&format!("{n} ")).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(
+            text.contains(
+                "MISS  skopeo-push >= 1.2x Distribution: 1.10x (target 1.2x: short by 8 %)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("PASS  Stowage skopeo-pull >= 1x Distribution: 1.10x (target 1x)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "MISS  Stowage 3-node skopeo-pull >= 1x Distribution: 0.90x (target 1x: short by 10 %)"
+            ),
+            "{text}"
+        );
+        // A skipped column gets no skopeo-pull verdict; a run without the
+        // workload says so.
+        let runs = vec![
+            parse("Distribution", "d", &dist).unwrap(),
+            parse("Stowage", "s", "").unwrap(),
+            load("Stowage 3-node=SKIPPED: cluster mode not available in this build").unwrap(),
+        ];
+        let text = render(&runs);
+        assert!(
+            text.contains("n/a   Stowage skopeo-pull >= 1x Distribution: not measured"),
+            "{text}"
+        );
+        assert!(!text.contains("Stowage 3-node skopeo-pull"), "{text}");
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //!   operation a pull of a random image (90 %) or a push of a new one
 //!   (10 %); pulls go to random nodes, so often not the one that took the
 //!   push.
+//! - `skopeo`, `docker`: the real clients (`real_client`), `rounds` pushes
+//!   of a fresh `real_mib` MiB image of `real_layers` layers each
+//!   (`skopeo-push`, `docker-push`), then pulls of them (`skopeo-pull`,
+//!   `docker-pull`), each command timed whole. Latencies are per round.
 //!
 //! Test data is generated, and its digests computed, before the clock
 //! starts wherever the workload allows it; request latencies are per HTTP
@@ -32,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::client::Registry;
 use crate::data::{self, Blob, BlobRef, Image, ImageRef};
 use crate::error::{Error, Result};
+use crate::real_client::{self, Credentials};
 use crate::report::WorkloadResult;
 use crate::rss;
 use crate::stats::Tally;
@@ -65,17 +70,21 @@ pub enum Workload {
     PushMany,
     ManifestGet,
     Mixed,
+    Skopeo,
+    Docker,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them (pull-large reads what
-    /// push-large wrote).
-    pub const ALL: [Workload; 5] = [
+    /// push-large wrote; the real clients come last).
+    pub const ALL: [Workload; 7] = [
         Workload::PushLarge,
         Workload::PullLarge,
         Workload::PushMany,
         Workload::ManifestGet,
         Workload::Mixed,
+        Workload::Skopeo,
+        Workload::Docker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +94,8 @@ impl Workload {
             Workload::PushMany => "push-many",
             Workload::ManifestGet => "manifest-get",
             Workload::Mixed => "mixed",
+            Workload::Skopeo => "skopeo",
+            Workload::Docker => "docker",
         }
     }
 }
@@ -139,16 +150,25 @@ pub struct Config {
     pub rss_pids: Vec<u32>,
     /// Names this run's repositories and seeds its data.
     pub run_id: u64,
-    /// Drop the page cache before pull-large (see `--drop-caches`).
+    /// Drop the page cache before pull-large and before every pull round
+    /// of the real clients (see `--drop-caches`).
     pub drop_caches: bool,
+    /// skopeo, docker: layers of each image, and their total size.
+    pub real_layers: usize,
+    pub real_mib: usize,
+    /// skopeo, docker: push rounds (and as many pulls), a fresh image each.
+    pub rounds: usize,
+    /// skopeo, docker: what they log in with (the load generator's own
+    /// client has its copy in `Registry`).
+    pub login: Option<Credentials>,
 }
 
 impl Config {
-    fn repo(&self, workload: &str) -> String {
+    pub(crate) fn repo(&self, workload: &str) -> String {
         format!("{}/{workload}-{:x}", self.repo_prefix, self.run_id)
     }
 
-    fn seed(&self, kind: u64, index: u64) -> u64 {
+    pub(crate) fn seed(&self, kind: u64, index: u64) -> u64 {
         data::mix(data::mix(self.run_id ^ data::mix(kind)).wrapping_add(index))
     }
 }
@@ -158,7 +178,7 @@ pub const PULL_LARGE_WARM: &str = "pull-large-warm";
 
 /// Writes dirty pages back and drops the page cache, so the next reads come
 /// from the registry's storage. Needs root.
-fn drop_page_cache() -> Result<()> {
+pub(crate) fn drop_page_cache() -> Result<()> {
     let synced = std::process::Command::new("sync").status();
     let dropped = synced.is_ok_and(|s| s.success())
         && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok();
@@ -176,6 +196,7 @@ const SEED_LARGE: u64 = 1;
 const SEED_MANY: u64 = 2;
 const SEED_MANIFEST: u64 = 3;
 const SEED_MIXED: u64 = 4;
+pub(crate) const SEED_REAL: u64 = 5;
 
 /// A large blob push-large left for pull-large.
 #[derive(Debug, Clone)]
@@ -246,6 +267,9 @@ impl Runner {
                 let r = self.mixed().await;
                 vec![r?.with_rss(&monitor.finish())]
             }
+            // Each watches memory over its push rounds, then its pull rounds.
+            Workload::Skopeo => real_client::skopeo(&self.cfg, self.reg.targets()).await?,
+            Workload::Docker => real_client::docker(&self.cfg, self.reg.targets()).await?,
         };
         let pushes = matches!(
             workload,

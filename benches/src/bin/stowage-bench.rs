@@ -9,6 +9,7 @@ use clap::Parser;
 use stowage_benches::client::Registry;
 use stowage_benches::data::{random_bytes, Blob};
 use stowage_benches::machine::Machine;
+use stowage_benches::real_client::{self, Credentials};
 use stowage_benches::report::{emit, Record};
 use stowage_benches::stats::Tally;
 use stowage_benches::workloads::{self, Config, Runner, Selection};
@@ -23,7 +24,7 @@ const PROBE_BLOB_BYTES: usize = 1024;
     name = "stowage-bench",
     version,
     about = "Load generator for any OCI registry: push/pull throughput, requests/s, latency, node RSS",
-    after_help = "Workloads: push-large, pull-large, push-many, manifest-get, mixed, all.\n\
+    after_help = "Workloads: push-large, pull-large, push-many, manifest-get, mixed, skopeo, docker, all.\n\
 MB/s counts payload bytes (10^6 per MB); req/s counts HTTP requests; rss is MiB."
 )]
 struct Args {
@@ -65,6 +66,17 @@ struct Args {
     /// [default: the smaller of 10 and --duration-secs].
     #[arg(long, value_name = "T")]
     manifest_secs: Option<u64>,
+    /// skopeo, docker: layers of each image (of unequal sizes: 40, 25, 15,
+    /// 12 and 8 % of it for five).
+    #[arg(long, value_name = "N", default_value_t = real_client::DEFAULT_REAL_LAYERS)]
+    real_layers: usize,
+    /// skopeo, docker: size of each image's layers together, MiB.
+    #[arg(long, value_name = "M", default_value_t = real_client::DEFAULT_REAL_MIB)]
+    real_mib: usize,
+    /// skopeo, docker: rounds of push (and as many of pull), each with a
+    /// fresh image in a fresh repository; MB/s is over the median round.
+    #[arg(long, value_name = "R", default_value_t = real_client::DEFAULT_ROUNDS)]
+    rounds: usize,
     /// Repositories are created under this prefix.
     #[arg(long, value_name = "P", default_value = "bench")]
     repo_prefix: String,
@@ -77,11 +89,13 @@ struct Args {
     no_machine: bool,
     /// Before pull-large, flush and drop the kernel's page cache (needs
     /// root) so the pull reads what the registry stored, not what it just
-    /// wrote; pull-large-warm then repeats the pull with a warm cache.
+    /// wrote; pull-large-warm then repeats the pull with a warm cache. The
+    /// real clients drop it before each pull round.
     #[arg(long)]
     drop_caches: bool,
     /// Log in as USER:PASSWORD_FILE for a registry that checks access: the
-    /// token flow, a token per repository, as docker does.
+    /// token flow, a token per repository, as docker does. skopeo gets the
+    /// credentials as --dest-creds/--src-creds, docker logs in with them.
     #[arg(long, value_name = "USER:PASSWORD_FILE")]
     login: Option<String>,
     /// Print runs side by side instead of running anything: LABEL=FILE of
@@ -134,6 +148,7 @@ fn run(args: Args) -> Result<bool> {
 
 async fn run_workloads(args: Args) -> Result<bool> {
     let mut reg = Registry::new(&args.targets)?;
+    let mut credentials = None;
     if let Some(login) = &args.login {
         let (user, file) = login
             .split_once(':')
@@ -143,7 +158,12 @@ async fn run_workloads(args: Args) -> Result<bool> {
         let password = std::fs::read_to_string(file).map_err(|_| {
             stowage_benches::error::Error::Usage("--login: cannot read the password file")
         })?;
-        reg = reg.with_login(user, password.lines().next().unwrap_or(""));
+        let password = password.lines().next().unwrap_or("");
+        reg = reg.with_login(user, password);
+        credentials = Some(Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
     }
     let mut tally = Tally::default();
     for node in 0..reg.nodes() {
@@ -178,6 +198,10 @@ async fn run_workloads(args: Args) -> Result<bool> {
         rss_pids: args.rss_pids.clone(),
         run_id,
         drop_caches: args.drop_caches,
+        real_layers: args.real_layers,
+        real_mib: args.real_mib,
+        rounds: args.rounds,
+        login: credentials,
     };
     let mut runner = Runner::new(reg, cfg);
     let mut all_ok = true;
