@@ -14,10 +14,11 @@ pub const POOLED_MIN_BYTES: usize = 1 << 20;
 /// Buffers larger than this are not kept (a chunk size changed at run
 /// time must not leave oversized buffers behind).
 const POOLED_MAX_BYTES: usize = 16 << 20;
-/// Buffers kept at most: about what one pull has in flight (read-ahead,
-/// the channel to the connection, the write in progress), so steady-state
-/// memory grows by this many chunks and no more.
-const POOLED_BUFFERS: usize = 8;
+/// Buffers kept at most: about what the node's pulls have in flight at
+/// once (the node-wide read-ahead budget of 8 chunks, plus the chunk each
+/// of a few parallel pulls is sending), so steady-state memory grows by
+/// this many chunks and no more.
+const POOLED_BUFFERS: usize = 12;
 
 /// A stack of zero-initialised buffers, each at least `POOLED_MIN_BYTES`.
 #[derive(Default)]

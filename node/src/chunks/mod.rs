@@ -41,10 +41,16 @@ use crate::error::{Error, Result};
 use crate::placement::{self, Member};
 use crate::raft::NodeInfo;
 
-/// Chunks read ahead of the one being sent: enough to keep the disk (or a
-/// peer) busy while the client drains the current one, few enough that a
-/// pull holds only a few chunks in memory.
+/// Chunks a pull has in flight from disk (or a peer) at most: enough to
+/// keep the disk busy while the client drains the current one.
 const READ_AHEAD_CHUNKS: usize = 3;
+/// Chunks read beyond the next one, across every pull on this node. Each
+/// pull always reads its next chunk; only reading further ahead takes a
+/// share, so a single pull gets its full read-ahead while parallel layer
+/// pulls (docker, skopeo and containerd run 3-6) share a bounded amount of
+/// memory instead of each holding its own, and a stalled client holds no
+/// more than its own few chunks.
+const READ_AHEAD_BUDGET: usize = 8;
 /// How long a pull waits to learn whether peers hold the chunks this node
 /// lacks, before it answers.
 const AVAILABILITY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -56,6 +62,7 @@ pub struct ChunkIo {
     replication: Replication,
     pins: Arc<PinTable>,
     metrics: Arc<crate::metrics::Metrics>,
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 /// A chunk written: its reference, its pin, and the nodes holding a copy.
@@ -80,6 +87,7 @@ impl ChunkIo {
             peers,
             replication,
             pins: Arc::new(PinTable::default()),
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUDGET)),
         }
     }
 
@@ -341,7 +349,8 @@ impl ChunkIo {
         start: u64,
         end: u64,
     ) -> mpsc::Receiver<std::io::Result<Bytes>> {
-        let (tx, rx) = mpsc::channel(2);
+        // One chunk waits for the connection while the next is read.
+        let (tx, rx) = mpsc::channel(1);
         let this = self.clone();
         tokio::spawn(async move {
             let pieces = pieces_in_range(&chunks, start, end);
@@ -351,18 +360,24 @@ impl ChunkIo {
                 let holders = holders.clone();
                 tokio::spawn(async move { this.get(id, &holders).await })
             };
-            let mut ahead: VecDeque<_> = pieces
-                .iter()
-                .take(READ_AHEAD_CHUNKS)
-                .map(|p| fetch(p.0))
-                .collect();
+            let mut ahead = VecDeque::new();
+            let mut next = 0;
             for i in 0..pieces.len() {
-                let Some(current) = ahead.pop_front() else {
+                while next < pieces.len() && ahead.len() < READ_AHEAD_CHUNKS {
+                    let share = if ahead.is_empty() {
+                        None
+                    } else {
+                        match this.read_ahead.clone().try_acquire_owned() {
+                            Ok(share) => Some(share),
+                            Err(_) => break,
+                        }
+                    };
+                    ahead.push_back((fetch(pieces[next].0), share));
+                    next += 1;
+                }
+                let Some((current, _share)) = ahead.pop_front() else {
                     break;
                 };
-                if let Some(p) = pieces.get(i + READ_AHEAD_CHUNKS) {
-                    ahead.push_back(fetch(p.0));
-                }
                 let data = match current.await {
                     Ok(Ok(d)) => d,
                     Ok(Err(e)) => {
