@@ -55,7 +55,11 @@ impl BufferPool {
         })
     }
 
-    fn give_back(&self, buf: Vec<u8>) {
+    /// Returns a buffer from `take` that was used in place (not shared).
+    pub fn give_back(&self, buf: Vec<u8>) {
+        if !(POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&buf.len()) {
+            return;
+        }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < POOLED_BUFFERS {
             free.push(buf);

@@ -175,11 +175,19 @@ impl ChunkStore {
             // Chunks from the chunker are aligned; others (short final
             // chunks, chunks from peers) take one copy into an aligned
             // buffer.
-            let mut buf = vec![0u8; padded + DIRECT_IO_ALIGN];
+            // The buffer is a pooled one: chunks from peers come this way
+            // at the rate of every other node's pushes.
+            let mut buf = self.buffers.take(padded + DIRECT_IO_ALIGN);
             let off = buf.as_ptr().align_offset(DIRECT_IO_ALIGN);
             buf[off..off + data.len()].copy_from_slice(data);
-            tmp.write_all(&buf[off..off + padded])
-                .and_then(|()| tmp.set_len(data.len() as u64))
+            // The padding goes to disk and is cut off by set_len below;
+            // zeroed so a pooled buffer's old bytes never reach the device.
+            buf[off + data.len()..off + padded].fill(0);
+            let written = tmp
+                .write_all(&buf[off..off + padded])
+                .and_then(|()| tmp.set_len(data.len() as u64));
+            self.buffers.give_back(buf);
+            written
         };
         match result {
             Ok(()) => Some(tmp),
