@@ -131,9 +131,14 @@ impl From<&Blob> for BlobRef {
 
 /// An OCI image manifest over a config and layers, as bytes with digest.
 pub fn manifest_for(config: &BlobRef, layers: &[BlobRef]) -> Blob {
+    Blob::new(manifest_bytes(config, layers, OCI_LAYER))
+}
+
+/// The OCI image manifest JSON over a config and layers of `layer_type`.
+pub fn manifest_bytes(config: &BlobRef, layers: &[BlobRef], layer_type: &str) -> Vec<u8> {
     let layers: Vec<_> = layers
         .iter()
-        .map(|l| json!({ "mediaType": OCI_LAYER, "digest": l.digest, "size": l.size }))
+        .map(|l| json!({ "mediaType": layer_type, "digest": l.digest, "size": l.size }))
         .collect();
     let manifest = json!({
         "schemaVersion": 2,
@@ -141,7 +146,7 @@ pub fn manifest_for(config: &BlobRef, layers: &[BlobRef]) -> Blob {
         "config": { "mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size },
         "layers": layers,
     });
-    Blob::new(serde_json::to_vec(&manifest).unwrap_or_default())
+    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 /// A minimal image config naming its layers; `label` makes it unique so

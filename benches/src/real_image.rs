@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::data::{BlobRef, Rng, OCI_CONFIG, OCI_MANIFEST};
+use crate::data::{BlobRef, Rng, OCI_MANIFEST};
 use crate::error::{Error, Result};
 
 /// The media type of an uncompressed layer.
@@ -288,17 +288,7 @@ pub fn config_json(layers: &[BlobRef], label: &str) -> Vec<u8> {
 
 /// The OCI manifest over a config and uncompressed layers.
 pub fn manifest_json(config: &BlobRef, layers: &[BlobRef]) -> Vec<u8> {
-    let layers: Vec<_> = layers
-        .iter()
-        .map(|l| json!({ "mediaType": OCI_LAYER_TAR, "digest": l.digest, "size": l.size }))
-        .collect();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size },
-        "layers": layers,
-    });
-    serde_json::to_vec(&manifest).unwrap_or_default()
+    crate::data::manifest_bytes(config, layers, OCI_LAYER_TAR)
 }
 
 fn blob_ref(data: &[u8]) -> BlobRef {
@@ -417,6 +407,7 @@ pub fn write_docker_archive(path: &Path, spec: &ImageSpec, repo_tag: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::OCI_CONFIG;
     use crate::data::{random_bytes, sha256_digest};
 
     /// One entry of a tar, checked by hand: header checksum, fields.

@@ -29,7 +29,7 @@ pub struct BufferPool {
 impl BufferPool {
     /// A zero-initialised buffer of at least `len` bytes (kept ones may be
     /// longer and hold old bytes past what the caller writes).
-    pub fn take(self: &Arc<Self>, len: usize) -> Vec<u8> {
+    pub fn take(&self, len: usize) -> Vec<u8> {
         if len >= POOLED_MIN_BYTES {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = free.iter().position(|b| b.len() >= len) {
@@ -43,7 +43,7 @@ impl BufferPool {
     /// last clone is dropped.
     pub fn share(self: &Arc<Self>, buf: Vec<u8>, used: usize) -> Bytes {
         let used = used.min(buf.len());
-        if !(POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&buf.len()) {
+        if !kept_size(buf.len()) {
             let mut buf = buf;
             buf.truncate(used);
             return Bytes::from(buf);
@@ -57,7 +57,7 @@ impl BufferPool {
 
     /// Returns a buffer from `take` that was used in place (not shared).
     pub fn give_back(&self, buf: Vec<u8>) {
-        if !(POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&buf.len()) {
+        if !kept_size(buf.len()) {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,6 +70,11 @@ impl BufferPool {
     pub fn kept(&self) -> usize {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Whether a buffer of `len` bytes is worth keeping.
+fn kept_size(len: usize) -> bool {
+    (POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&len)
 }
 
 /// A pooled buffer lent out behind `Bytes`.

@@ -128,10 +128,22 @@ impl ChunkIo {
     /// Writes a chunk durably on this node (blocking), pinned in `pins`
     /// before it exists on disk.
     pub fn put_local(&self, data: &[u8], pins: &mut Pins) -> Result<ChunkRef> {
+        self.put_local_named(data, pins, |_| {})
+    }
+
+    /// `put_local`, telling `named` the chunk's id once it is pinned and
+    /// before it is written (so copies to peers can start meanwhile).
+    fn put_local_named(
+        &self,
+        data: &[u8],
+        pins: &mut Pins,
+        named: impl FnOnce(ChunkId),
+    ) -> Result<ChunkRef> {
         let len =
             u32::try_from(data.len()).map_err(|_| Error::SizeInvalid("chunk larger than 4 GiB"))?;
         let id = ChunkId::of(data);
         pins.add(id);
+        named(id);
         self.store.chunks.put_as(id, data)?;
         Ok(ChunkRef { id, len })
     }
@@ -146,21 +158,19 @@ impl ChunkIo {
     /// this node's write and fsync overlap theirs instead of preceding them.
     pub async fn put(self: &Arc<Self>, data: Bytes) -> Result<Written> {
         let started = std::time::Instant::now();
-        let len =
-            u32::try_from(data.len()).map_err(|_| Error::SizeInvalid("chunk larger than 4 GiB"))?;
         let this = self.clone();
         let local = data.clone();
         let (named, id) = tokio::sync::oneshot::channel();
         let write = tokio::task::spawn_blocking(move || {
             let mut pins = Pins::new(&this.pins);
-            let id = ChunkId::of(&local);
-            pins.add(id);
-            let _ = named.send(id);
-            this.store.chunks.put_as(id, &local)?;
-            Ok::<_, Error>((ChunkRef { id, len }, pins))
+            let chunk = this.put_local_named(&local, &mut pins, |id| {
+                let _ = named.send(id);
+            })?;
+            Ok::<_, Error>((chunk, pins))
         });
         let Ok(id) = id.await else {
-            // Only a panic drops the sender unsent; the join error says so.
+            // Unsent: the chunk was refused before it was named (its size),
+            // or the task panicked; either error says why.
             return Err(match write.await {
                 Err(e) => e.into(),
                 Ok(Err(e)) => e,
