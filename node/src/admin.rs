@@ -100,6 +100,15 @@ pub struct ImmutableRequest {
     pub tags: String,
 }
 
+/// What `POST /_stowage/backup` takes: the repository (else the node's
+/// `backup_repo`) and its key as 64 hex digits (else the node's
+/// `backup_key_file`, if any).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupRequest {
+    pub repo: Option<String>,
+    pub key: Option<String>,
+}
+
 /// What `POST /_stowage/members` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

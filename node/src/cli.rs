@@ -57,6 +57,12 @@ pub enum Command {
     Cert(CertArgs),
     /// Immutable tags: tags that, once pushed, never move or go.
     Immutable(ImmutableArgs),
+    /// Backups: snapshots into a repository (a directory or S3), and
+    /// listing, verifying and pruning a repository.
+    Backup(crate::backup::cli::BackupArgs),
+    /// Rebuild a node's data directory from a backup repository alone, or
+    /// put one repository back into a running cluster as it was.
+    Restore(crate::backup::cli::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -275,7 +281,7 @@ pub struct NodeArg {
 
 impl NodeArg {
     /// `Authorization: Basic ...` for `--user`, if given.
-    fn authorization(&self) -> anyhow::Result<Option<String>> {
+    pub(crate) fn authorization(&self) -> anyhow::Result<Option<String>> {
         let Some(user) = &self.user else {
             return Ok(None);
         };
@@ -460,6 +466,9 @@ impl ServeArgs {
 }
 
 pub fn main() -> ExitCode {
+    // ring everywhere, also for the HTTP client of S3 backup repositories
+    // (reqwest is built without a provider of its own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(crate::server::run),
@@ -472,6 +481,8 @@ pub fn main() -> ExitCode {
         Command::Access(args) => admin_command(access(args)),
         Command::Cert(args) => cert(args),
         Command::Immutable(args) => admin_command(immutable(args)),
+        Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
+        Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -507,7 +518,9 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn admin_command(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(crate) fn admin_command(
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -515,17 +528,17 @@ fn admin_command(f: impl std::future::Future<Output = anyhow::Result<()>>) -> an
         .block_on(f)
 }
 
-/// One admin API call: JSON in (for POST), JSON out, OCI-style errors
-/// turned into a readable message.
-async fn call(
-    node: &NodeArg,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<serde_json::Value> {
+/// The HTTP(S) client of the CLI; an `https://` node's certificate is
+/// checked against `ca_file`.
+pub(crate) type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<bytes::Bytes>,
+>;
+
+pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
-    let tls = match &node.ca_file {
+    let tls = match ca_file {
         Some(ca) => crate::tls::client_trusting(ca)?,
         // No CA given: an https:// node is refused, with the reason.
         None => crate::tls::client_trusting_nothing()?,
@@ -535,7 +548,18 @@ async fn call(
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector);
+    Ok(Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector))
+}
+
+/// One admin API call: JSON in (for POST), JSON out, OCI-style errors
+/// turned into a readable message.
+pub(crate) async fn call(
+    node: &NodeArg,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = http_client(node.ca_file.as_deref())?;
     let url = format!("{}{path}", node.node.trim_end_matches('/'));
     let mut req = http::Request::builder()
         .method(method)

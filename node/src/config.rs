@@ -157,6 +157,24 @@ pub struct Config {
     pub cluster_tls_cert_file: Option<PathBuf>,
     /// Its private key.
     pub cluster_tls_key_file: Option<PathBuf>,
+    /// The backup repository of scheduled backups and the archive: a
+    /// directory, `file:///DIR` or `s3://BUCKET[/PREFIX]` (S3 settings from
+    /// the `AWS_*` variables). Also the default of `stowage backup create`.
+    pub backup_repo: Option<String>,
+    /// A key file (`stowage backup keygen`): everything written to the
+    /// repository is encrypted with it. Without it the repository is not
+    /// encrypted, and `list` and `verify` say so.
+    pub backup_key_file: Option<PathBuf>,
+    /// Time between the snapshots the leader takes into `backup_repo`
+    /// (0: none scheduled).
+    pub backup_interval_secs: u64,
+    /// The leader archives every committed log entry (and the chunks of
+    /// each new blob first) into `backup_repo`, so `restore --at` reaches
+    /// any moment since the first snapshot, not only snapshot times.
+    pub backup_archive: bool,
+    /// How often the archive is written: the recovery point of the archive
+    /// is about this far behind the last commit.
+    pub backup_archive_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -211,6 +229,11 @@ impl Default for Config {
             cluster_tls_ca_file: None,
             cluster_tls_cert_file: None,
             cluster_tls_key_file: None,
+            backup_repo: None,
+            backup_key_file: None,
+            backup_interval_secs: 0,
+            backup_archive: false,
+            backup_archive_interval_secs: 2,
         }
     }
 }
@@ -365,6 +388,15 @@ impl Config {
         if self.cluster_rpc_timeout_ms == Some(0) {
             return invalid("cluster_rpc_timeout_ms", "must be positive");
         }
+        if (self.backup_interval_secs > 0 || self.backup_archive) && self.backup_repo.is_none() {
+            return invalid(
+                "backup_repo",
+                "must be set when backup_interval_secs or backup_archive is",
+            );
+        }
+        if self.backup_archive_interval_secs == 0 {
+            return invalid("backup_archive_interval_secs", "must be positive");
+        }
         // Half a pair would either serve plain HTTP where HTTPS was meant
         // or fail later with a less direct message.
         match (&self.tls_cert_file, &self.tls_key_file) {
@@ -444,6 +476,21 @@ impl Config {
             min_free_bytes: self.min_free_bytes,
             ballast_bytes: self.ballast_bytes,
         }
+    }
+
+    /// The backup settings, with the key file read.
+    pub fn backup(&self) -> crate::error::Result<crate::backup::BackupConfig> {
+        let key = match &self.backup_key_file {
+            Some(path) => Some(crate::backup::repo::Key::from_file(path)?),
+            None => None,
+        };
+        Ok(crate::backup::BackupConfig {
+            repo: self.backup_repo.clone(),
+            key,
+            interval: Duration::from_secs(self.backup_interval_secs),
+            archive: self.backup_archive,
+            archive_interval: Duration::from_secs(self.backup_archive_interval_secs),
+        })
     }
 
     pub fn lifecycle(&self) -> crate::chunks::lifecycle::LifecycleConfig {

@@ -158,6 +158,22 @@ pub enum Error {
     #[error("{0}")]
     DiskFull(String),
 
+    /// A backup repository that cannot be used as it is: not one, another
+    /// version, encrypted under another key, corrupt or truncated objects.
+    #[error("backup repository {repo}: {reason}")]
+    BackupRepo { repo: String, reason: String },
+
+    #[error("a backup is already running on this node ({0}); wait for it or see `stowage backup status`")]
+    BackupBusy(String),
+
+    /// What a backup needs from the live cluster and could not get (a chunk
+    /// no node holds any more).
+    #[error("backup: {0}")]
+    BackupSource(String),
+
+    #[error("backup storage: {0}")]
+    BackupStore(#[from] object_store::Error),
+
     #[error("storage: {0}")]
     Storage(#[from] stowage_storage::Error),
 

@@ -344,6 +344,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let password = read_password_file(path)?;
         tokio::spawn(auth.clone().bootstrap_admin(password));
     }
+    let backups = crate::backup::Backups::new(
+        store.clone(),
+        chunk_io.clone(),
+        consensus.clone(),
+        config.backup()?,
+    );
+    if let Some(repo) = &backups.config.repo {
+        if !backups.config.interval.is_zero() {
+            workers.spawn(Arc::new(crate::backup::ScheduledBackup {
+                backups: backups.clone(),
+                location: repo.clone(),
+            }));
+        }
+        if backups.config.archive {
+            workers.spawn(Arc::new(crate::backup::archive::Archiver::new(
+                backups.clone(),
+                repo.clone(),
+            )));
+        }
+    }
     let registry = Registry::new(
         settings,
         store.clone(),
@@ -351,6 +371,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         peers,
         chunk_io,
         lifecycle,
+        backups,
     );
     workers.spawn(Arc::new(crate::disk::DiskWatch::new(store.clone())));
     workers.spawn(Arc::new(UploadExpiry {

@@ -92,6 +92,16 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io("fsync directory", dir))
 }
 
+/// Flushes every file of the filesystem `dir` is on (`syncfs`): for files
+/// written by code that does not fsync them (a backup repository written
+/// through `object_store`), before something that depends on them is
+/// recorded.
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+        .map_err(Error::io("syncfs", dir))
+}
+
 pub fn sync_parent(path: &Path) -> Result<()> {
     match path.parent() {
         // A bare relative name lives in the current directory.

@@ -45,7 +45,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Accounts { .. }
             | Admin::Access
             | Admin::Keys
-            | Admin::Immutable,
+            | Admin::Immutable
+            | Admin::Backup,
         ) => vec![Need::Admin],
     }
 }

@@ -52,6 +52,10 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
             (StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE")
         }
         MembershipChange(_) => (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_REFUSED"),
+        BackupRepo { .. } => (StatusCode::BAD_REQUEST, "BACKUP_REPOSITORY_INVALID"),
+        BackupBusy(_) => (StatusCode::CONFLICT, "BACKUP_RUNNING"),
+        BackupSource(_) => (StatusCode::INTERNAL_SERVER_ERROR, "BACKUP_FAILED"),
+        BackupStore(_) => (StatusCode::BAD_GATEWAY, "BACKUP_STORAGE_FAILED"),
         // A Stowage extension (compare-and-swap tags); the spec has no code.
         TagPrecondition { .. } => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
         TagImmutable { .. } => (StatusCode::CONFLICT, "DENIED"),

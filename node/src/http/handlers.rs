@@ -135,6 +135,26 @@ pub async fn admin(
             reg.change_immutable_tags(rule, add).await?;
             admin_json(&json!({ "rules": reg.immutable_tags().await? }), false)
         }
+        Admin::Backup if read => admin_json(&json!({ "job": reg.backups().status() }), head),
+        Admin::Backup if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::BackupRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let backups = reg.backups();
+            let key = match req.key.as_deref() {
+                Some(hex) => {
+                    Some(crate::backup::repo::Key::parse(hex).map_err(Error::AdminRequest)?)
+                }
+                None => backups.config.key.clone(),
+            };
+            let repo = req
+                .repo
+                .or_else(|| backups.config.repo.clone())
+                .ok_or_else(|| {
+                    Error::AdminRequest("no repository given and no backup_repo configured".into())
+                })?;
+            admin_json(&json!({ "job": backups.start(repo, key)? }), false)
+        }
         Admin::Scrub if read => admin_json(&reg.lifecycle().scrub_status(), head),
         Admin::Scrub if method == Method::POST => admin_json(&reg.lifecycle().scrub_run(), false),
         other => Err(Error::MethodNotAllowed {

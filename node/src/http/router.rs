@@ -76,6 +76,8 @@ pub enum Admin {
     Keys,
     /// `/_stowage/immutable`: immutable-tag rules.
     Immutable,
+    /// `/_stowage/backup`: the running or last backup (GET), a new one (POST).
+    Backup,
 }
 
 impl Endpoint {
@@ -116,6 +118,7 @@ impl Endpoint {
                 Admin::Access => "access",
                 Admin::Keys => "keys",
                 Admin::Immutable => "immutable",
+                Admin::Backup => "backup",
             },
         }
     }
@@ -146,7 +149,7 @@ impl Admin {
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
             Admin::Accounts { name: Some(_), .. } => "PUT, DELETE",
             Admin::Access => "GET, HEAD, POST, PUT",
-            Admin::Gc | Admin::Scrub | Admin::Immutable => "GET, HEAD, POST",
+            Admin::Gc | Admin::Scrub | Admin::Immutable | Admin::Backup => "GET, HEAD, POST",
         }
     }
 }
@@ -172,6 +175,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/_stowage/access" => Some(Admin::Access),
         "/_stowage/keys" => Some(Admin::Keys),
         "/_stowage/immutable" => Some(Admin::Immutable),
+        "/_stowage/backup" => Some(Admin::Backup),
         _ => None,
     };
     if fixed.is_some() {
@@ -316,6 +320,7 @@ mod tests {
             ("/_stowage/access".into(), Admin::Access),
             ("/_stowage/keys".into(), Admin::Keys),
             ("/_stowage/immutable".into(), Admin::Immutable),
+            ("/_stowage/backup".into(), Admin::Backup),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

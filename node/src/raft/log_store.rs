@@ -15,7 +15,7 @@ use stowage_storage::Store;
 use super::codec::{decode, encode};
 use super::{io_err, Entry, LogId, TypeConfig, Vote};
 
-const VOTE_STATE: &str = "vote";
+pub const VOTE_STATE: &str = "vote";
 const PURGED_STATE: &str = "purged-log-id";
 
 #[derive(Clone)]

@@ -51,6 +51,33 @@ pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, NodeInfo>;
 
+/// Makes a data directory whose state machine holds a restored state (its
+/// applied entry `last`) the first member of a new cluster: the applied
+/// mark gets a membership of this node alone, the old cluster's name goes
+/// (the first leader names the new one), and the vote is set at `last`'s
+/// term, so the node elects itself in the next term. openraft then treats
+/// the log as compacted up to `last` and builds a snapshot from the state,
+/// which is what nodes that join later receive.
+pub fn seed_restored(
+    store: &stowage_storage::Store,
+    id: NodeId,
+    info: NodeInfo,
+    last: LogId,
+) -> std::io::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let membership = Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, info)]))
+        .map_err(io_err)?;
+    let stored = StoredMembership::new(Some(last), membership);
+    let mark = codec::encode(&(Some(last), stored));
+    store.meta.forget_cluster_id(&mark).map_err(io_err)?;
+    let vote = Vote::new(last.leader_id.term, id);
+    store
+        .log
+        .save_state(log_store::VOTE_STATE, &codec::encode(&vote))
+        .map_err(io_err)?;
+    store.sync_meta().map_err(io_err)
+}
+
 /// Converts any displayable failure into the `io::Error` openraft's storage
 /// traits speak.
 pub fn io_err(e: impl fmt::Display) -> std::io::Error {

@@ -55,6 +55,7 @@ pub struct Registry {
     consensus: Arc<Consensus>,
     chunks: Arc<ChunkIo>,
     lifecycle: Arc<Lifecycle>,
+    backups: Arc<crate::backup::Backups>,
     ingest: Ingest,
     /// Upload sessions in use on this node (see `uploads::Active`).
     active_sessions: Mutex<HashMap<String, Arc<uploads::Active>>>,
@@ -88,6 +89,7 @@ impl Registry {
         peers: Arc<Peers>,
         chunks: Arc<ChunkIo>,
         lifecycle: Arc<Lifecycle>,
+        backups: Arc<crate::backup::Backups>,
     ) -> Arc<Self> {
         let ingest = Ingest {
             chunks: chunks.clone(),
@@ -100,6 +102,7 @@ impl Registry {
             consensus,
             chunks,
             lifecycle,
+            backups,
             ingest,
             active_sessions: Mutex::new(HashMap::new()),
             peers,
@@ -147,6 +150,10 @@ impl Registry {
 
     pub fn lifecycle(&self) -> &Arc<Lifecycle> {
         &self.lifecycle
+    }
+
+    pub fn backups(&self) -> &Arc<crate::backup::Backups> {
+        &self.backups
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {

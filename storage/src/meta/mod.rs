@@ -771,6 +771,30 @@ impl StateMachine {
         Ok(self.tree().contains_key(chunk_key(id))?)
     }
 
+    /// Every manifest stored in `repo`, tagged or not, in digest order.
+    pub fn repo_manifests(&self, repo: &RepoName) -> Result<Vec<Digest>> {
+        let prefix = repo_prefix(REPO_MANIFEST, repo);
+        let mut out = Vec::new();
+        for kv in self.tree().scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push(Digest::parse(&text).map_err(|_| Error::SnapshotFormat("bad manifest key"))?);
+        }
+        Ok(out)
+    }
+
+    /// Drops the cluster's name, so that the first leader of the cluster a
+    /// restored state starts names a new one (the backup's cluster goes on
+    /// existing under its own).
+    pub fn forget_cluster_id(&self, mark: &[u8]) -> Result<()> {
+        let _g = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        batch.remove(CLUSTER_ID);
+        batch.insert(APPLIED, mark);
+        self.tree().apply_batch(batch)?;
+        Ok(())
+    }
+
     // ---- snapshots ----
 
     /// Writes the whole state (including the applied mark) to `out` and
@@ -842,6 +866,39 @@ impl StateMachine {
         self.db.drop_tree(format!("sm.{current}").as_bytes())?;
         Ok(fresh.get(APPLIED)?.map(|v| v.to_vec()))
     }
+}
+
+/// The chunks a snapshot written by `export` references (every chunk of
+/// every blob record, each once, with its length), after checking the
+/// snapshot's checksum: what a backup must hold for it to be restorable.
+pub fn snapshot_chunks(mut input: &[u8]) -> Result<Vec<ChunkRef>> {
+    let mut r = Checksummed::new(&mut input);
+    if r.read(8)? != SNAPSHOT_MAGIC {
+        return Err(Error::SnapshotFormat("not a Stowage state snapshot"));
+    }
+    let mut out = BTreeMap::new();
+    loop {
+        let klen = r.read_u32()?;
+        if klen == SNAPSHOT_END {
+            break;
+        }
+        let k = r.read(usize::try_from(klen).unwrap_or(usize::MAX))?;
+        let vlen = r.read_u32()?;
+        let v = r.read(usize::try_from(vlen).unwrap_or(usize::MAX))?;
+        if k.first() == Some(&BLOB) {
+            let blob: BlobRecord = decode("blobs", &v)?;
+            for c in blob.chunks {
+                out.insert(c.id, c);
+            }
+        }
+    }
+    let expect = r.crc.clone().finalize();
+    let mut sum = [0u8; 4];
+    r.inner.read_exact(&mut sum).map_err(snapshot_io)?;
+    if u32::from_le_bytes(sum) != expect {
+        return Err(Error::SnapshotFormat("checksum mismatch"));
+    }
+    Ok(out.into_values().collect())
 }
 
 /// Keeps sled batches of an import bounded in memory.
