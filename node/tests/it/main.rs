@@ -40,3 +40,6 @@ mod t85_auth;
 mod t86_tls;
 /// A 2 GiB push stays in bounded memory.
 mod t90_memory;
+/// Backups into a directory and into S3, restored into fresh nodes; the
+/// archive's point in time; one repository put back; verify, prune, keys.
+mod t95_backup;
