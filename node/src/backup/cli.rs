@@ -286,6 +286,14 @@ async fn create(
     node: &NodeArg,
 ) -> anyhow::Result<()> {
     let key = key_file.as_deref().map(Key::from_file).transpose()?;
+    // A relative directory means one under the caller's directory (the
+    // node, usually on the same machine, has its own working directory).
+    let to = to.map(|t| match std::path::Path::new(&t) {
+        p if !t.contains("://") && p.is_relative() => std::env::current_dir()
+            .map(|d| d.join(p).display().to_string())
+            .unwrap_or(t),
+        _ => t,
+    });
     let req = crate::admin::BackupRequest {
         repo: to,
         key: key.map(|k| k.to_hex()),
@@ -715,4 +723,92 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         bail!("{} tags were refused", done.refused.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, time_ms: u64) -> SnapshotInfo {
+        SnapshotInfo {
+            id: id.into(),
+            cluster_id: None,
+            node: 1,
+            log_index: time_ms / 1000,
+            term: 1,
+            time_ms,
+            state_bytes: 0,
+            state_blake3: String::new(),
+            chunks: 0,
+            chunk_bytes: 0,
+            new_chunks: 0,
+            new_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn keep_policies_pick_the_newest_of_each_bucket() {
+        const H: u64 = 3600 * 1000;
+        const D: u64 = 24 * H;
+        // Monday 2026-11-30 00:00 UTC is day 20787.
+        let monday = 20787 * D;
+        let snaps = vec![
+            snap("w1-mon", monday - 7 * D + H),
+            snap("w1-fri", monday - 3 * D + H),
+            snap("d1-a", monday + H),
+            snap("d1-b", monday + 2 * H),
+            snap("d2-a", monday + D + H),
+            snap("d2-b", monday + D + 2 * H),
+        ];
+        let ids = |k: Keep| k.apply(&snaps).into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            ids(Keep {
+                last: 2,
+                daily: 0,
+                weekly: 0
+            }),
+            ["d2-a", "d2-b"]
+        );
+        assert_eq!(
+            ids(Keep {
+                last: 0,
+                daily: 2,
+                weekly: 0
+            }),
+            ["d1-b", "d2-b"]
+        );
+        assert_eq!(
+            ids(Keep {
+                last: 0,
+                daily: 0,
+                weekly: 2
+            }),
+            ["d2-b", "w1-fri"]
+        );
+        assert_eq!(
+            ids(Keep {
+                last: 1,
+                daily: 3,
+                weekly: 0
+            }),
+            ["d1-b", "d2-b", "w1-fri"]
+        );
+        assert!(ids(Keep {
+            last: 0,
+            daily: 0,
+            weekly: 0
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn a_subset_share_reads_about_that_share() {
+        let salt = [7u8; 32];
+        let n = (0..10_000u32)
+            .filter(|i| chosen(&salt, &ChunkId::of(&i.to_le_bytes()), 0.1))
+            .count();
+        assert!((700..1300).contains(&n), "{n}");
+        assert!(chosen(&salt, &ChunkId::of(b"x"), 1.0));
+        assert!(!chosen(&salt, &ChunkId::of(b"x"), 0.0));
+    }
 }

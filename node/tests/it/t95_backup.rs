@@ -68,10 +68,6 @@ impl S3Server {
         });
         made.then_some(server)
     }
-
-    fn url(&self, key: &str) -> String {
-        format!("{}/{BUCKET}/{key}", self.endpoint)
-    }
 }
 
 fn dir_repo() -> Repo {
@@ -1052,4 +1048,55 @@ async fn bad_repositories_get_clear_errors_and_no_half_built_directory() {
         assert!(Instant::now() < deadline, "{v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `backup_interval_secs` makes the leader take snapshots on its own.
+#[tokio::test]
+async fn the_leader_takes_scheduled_backups() {
+    let repo = dir_repo();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backup_repo = {:?}\nbackup_interval_secs = 1\n",
+            repo.location
+        ),
+    )
+    .unwrap();
+    let node = Node::spawn(
+        bin(),
+        &tmp.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let c = client();
+    push_image(&c, &node.url, "sched/app", "v1", 61, &[10_000]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = repo.run(&["backup", "list", "--repo", &repo.location, "--json"]);
+        let n = if ok {
+            serde_json::from_str::<Value>(&out).unwrap()["snapshots"]
+                .as_array()
+                .unwrap()
+                .len()
+        } else {
+            0
+        };
+        if n >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled backups: {out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The job shows in the node's status like every background job.
+    let v: Value = c
+        .get(format!("{}/_stowage/status", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jobs = v["workers"].as_array().unwrap();
+    assert!(jobs.iter().any(|j| j["name"] == "backup"), "{v}");
 }
