@@ -215,6 +215,50 @@ fn export_import_round_trip() {
 }
 
 #[test]
+fn a_snapshot_lists_each_chunk_it_needs_once_and_checks_its_sum() {
+    let (_d, sm) = sm();
+    put_blob(&sm, "app", "layer");
+    put_blob(&sm, "other", "layer");
+    put_blob(&sm, "app", "config");
+    let mut snap = Vec::new();
+    sm.export(&mut snap).unwrap();
+    let mut ids: Vec<ChunkId> = snapshot_chunks(&snap)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    let mut want = vec![ChunkId::of(b"layer"), ChunkId::of(b"config")];
+    want.sort();
+    assert_eq!(ids, want);
+    let n = snap.len();
+    snap[n - 6] ^= 1;
+    assert!(snapshot_chunks(&snap).is_err());
+    assert!(snapshot_chunks(&snap[..n / 2]).is_err());
+}
+
+#[test]
+fn a_restored_state_forgets_its_cluster_and_lists_its_manifests() {
+    let (_d, sm) = sm();
+    sm.apply(&Command::SetClusterId { id: "old".into() }, b"m")
+        .unwrap();
+    let d = put_blob(&sm, "app", "layer");
+    let put = Command::PutManifest {
+        repo: repo("app"),
+        digest: digest("m1"),
+        record: Box::new(manifest(vec![d], None)),
+        tags: vec![],
+        referrer: None,
+    };
+    assert_eq!(sm.apply(&put, b"m").unwrap(), Outcome::Done);
+    assert_eq!(sm.repo_manifests(&repo("app")).unwrap(), vec![digest("m1")]);
+    assert!(sm.repo_manifests(&repo("ap")).unwrap().is_empty());
+    sm.forget_cluster_id(b"seeded").unwrap();
+    assert_eq!(sm.cluster_id().unwrap(), None);
+    assert_eq!(sm.applied_mark().unwrap(), Some(b"seeded".to_vec()));
+}
+
+#[test]
 fn cluster_id_is_set_once() {
     let (_d, sm) = sm();
     assert_eq!(sm.cluster_id().unwrap(), None);
