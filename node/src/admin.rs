@@ -100,6 +100,18 @@ pub struct ImmutableRequest {
     pub tags: String,
 }
 
+/// What `POST /_stowage/quotas` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaRequest {
+    /// `set` or `remove`.
+    pub op: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_repositories: Option<u64>,
+}
+
 /// What `POST /_stowage/backup` takes: the repository (else the node's
 /// `backup_repo`) and its key as 64 hex digits (else the node's
 /// `backup_key_file`, if any).

@@ -57,12 +57,76 @@ pub enum Command {
     Cert(CertArgs),
     /// Immutable tags: tags that, once pushed, never move or go.
     Immutable(ImmutableArgs),
+    /// Quotas: bytes (each blob once) and repositories per namespace.
+    Quota(QuotaArgs),
     /// Backups: snapshots into a repository (a directory or S3), and
     /// listing, verifying and pruning a repository.
     Backup(crate::backup::cli::BackupArgs),
     /// Rebuild a node's data directory from a backup repository alone, or
     /// put one repository back into a running cluster as it was.
     Restore(crate::backup::cli::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    #[command(subcommand)]
+    pub action: QuotaAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaAction {
+    /// Limit a namespace (`team-a` covers `team-a` and `team-a/**`); a push
+    /// that would pass a limit is refused with 403 DENIED, decided in the
+    /// log so two nodes cannot both admit the last byte.
+    Set {
+        namespace: String,
+        /// Bytes of distinct blobs, e.g. 50GiB, 500MB or 1048576.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_bytes: Option<u64>,
+        /// Repositories.
+        #[arg(long, value_name = "N")]
+        max_repositories: Option<u64>,
+    },
+    /// Lift a namespace's quota.
+    Remove { namespace: String },
+    /// Every quota with its usage.
+    List,
+}
+
+/// `50GiB`, `500MB`, `10k`, `1048576`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: a size such as 50GiB, 500MB or 1048576"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ))
+        }
+    };
+    let v = n * mult as f64;
+    if !(0.0..1.8e19).contains(&v) {
+        return Err(format!("{text:?}: out of range"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(v.round() as u64)
 }
 
 #[derive(Debug, Args)]
@@ -481,6 +545,7 @@ pub fn main() -> ExitCode {
         Command::Access(args) => admin_command(access(args)),
         Command::Cert(args) => cert(args),
         Command::Immutable(args) => admin_command(immutable(args)),
+        Command::Quota(args) => admin_command(quota(args)),
         Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
         Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),
     };
@@ -690,6 +755,76 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
         ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
     };
     print_json(&v)
+}
+
+async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let req = match args.action {
+        QuotaAction::List => None,
+        QuotaAction::Set {
+            namespace,
+            max_bytes,
+            max_repositories,
+        } => Some(admin::QuotaRequest {
+            op: "set".into(),
+            namespace,
+            max_bytes,
+            max_repositories,
+        }),
+        QuotaAction::Remove { namespace } => Some(admin::QuotaRequest {
+            op: "remove".into(),
+            namespace,
+            max_bytes: None,
+            max_repositories: None,
+        }),
+    };
+    let v = match req {
+        None => call(node, http::Method::GET, "/_stowage/quotas", None).await?,
+        Some(r) => {
+            let body = serde_json::to_vec(&r)?;
+            call(node, http::Method::POST, "/_stowage/quotas", Some(body)).await?
+        }
+    };
+    if node.json {
+        return print_json(&v);
+    }
+    let quotas = v["quotas"].as_array().cloned().unwrap_or_default();
+    if quotas.is_empty() {
+        println!("no quotas");
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:>28}  {:>18}",
+        "NAMESPACE", "BYTES USED / LIMIT", "REPOSITORIES"
+    );
+    for q in quotas {
+        let limit = |k: &str| q["quota"][k].as_u64();
+        let bytes = match limit("max_bytes") {
+            Some(max) => format!(
+                "{} / {}",
+                crate::registry::human_bytes(q["bytes"].as_u64().unwrap_or(0))
+                    .split(" (")
+                    .next()
+                    .unwrap_or(""),
+                crate::registry::human_bytes(max)
+                    .split(" (")
+                    .next()
+                    .unwrap_or("")
+            ),
+            None => format!("{} / -", q["bytes"].as_u64().unwrap_or(0)),
+        };
+        let repos = match limit("max_repositories") {
+            Some(max) => format!("{} / {max}", q["repositories"].as_u64().unwrap_or(0)),
+            None => format!("{} / -", q["repositories"].as_u64().unwrap_or(0)),
+        };
+        println!(
+            "{:<32}  {:>28}  {:>18}",
+            q["quota"]["namespace"].as_str().unwrap_or(""),
+            bytes,
+            repos
+        );
+    }
+    Ok(())
 }
 
 async fn immutable(args: ImmutableArgs) -> anyhow::Result<()> {

@@ -47,3 +47,5 @@ mod t91_status_page;
 mod t92_cas_tags;
 /// Immutable tags hold on every node: no overwrite, untag or delete.
 mod t93_immutable_tags;
+/// Quotas: exactly one of two pushes racing for the last bytes wins.
+mod t94_quotas;

@@ -46,7 +46,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Access
             | Admin::Keys
             | Admin::Immutable
-            | Admin::Backup,
+            | Admin::Backup
+            | Admin::Quotas,
         ) => vec![Need::Admin],
     }
 }

@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 use stowage_storage::meta::policy::ImmutableTags;
+use stowage_storage::meta::quota::Quota;
 use stowage_storage::meta::TagExpect;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -134,6 +135,22 @@ pub async fn admin(
             };
             reg.change_immutable_tags(rule, add).await?;
             admin_json(&json!({ "rules": reg.immutable_tags().await? }), false)
+        }
+        Admin::Quotas if read => admin_json(&json!({ "quotas": reg.quotas().await? }), head),
+        Admin::Quotas if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::QuotaRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let quota = match req.op.as_str() {
+                "set" => Some(
+                    Quota::new(&req.namespace, req.max_bytes, req.max_repositories)
+                        .map_err(|e| Error::AdminRequest(e.to_string()))?,
+                ),
+                "remove" => None,
+                other => return Err(Error::AdminRequest(format!("op {other:?}: set or remove"))),
+            };
+            reg.change_quota(&req.namespace, quota).await?;
+            admin_json(&json!({ "quotas": reg.quotas().await? }), false)
         }
         Admin::Backup if read => admin_json(&json!({ "job": reg.backups().status() }), head),
         Admin::Backup if method == Method::POST => {

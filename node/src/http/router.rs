@@ -78,6 +78,8 @@ pub enum Admin {
     Immutable,
     /// `/_stowage/backup`: the running or last backup (GET), a new one (POST).
     Backup,
+    /// `/_stowage/quotas`: namespace quotas with their usage.
+    Quotas,
 }
 
 impl Endpoint {
@@ -119,6 +121,7 @@ impl Endpoint {
                 Admin::Keys => "keys",
                 Admin::Immutable => "immutable",
                 Admin::Backup => "backup",
+                Admin::Quotas => "quotas",
             },
         }
     }
@@ -149,7 +152,9 @@ impl Admin {
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
             Admin::Accounts { name: Some(_), .. } => "PUT, DELETE",
             Admin::Access => "GET, HEAD, POST, PUT",
-            Admin::Gc | Admin::Scrub | Admin::Immutable | Admin::Backup => "GET, HEAD, POST",
+            Admin::Gc | Admin::Scrub | Admin::Immutable | Admin::Backup | Admin::Quotas => {
+                "GET, HEAD, POST"
+            }
         }
     }
 }
@@ -176,6 +181,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/_stowage/keys" => Some(Admin::Keys),
         "/_stowage/immutable" => Some(Admin::Immutable),
         "/_stowage/backup" => Some(Admin::Backup),
+        "/_stowage/quotas" => Some(Admin::Quotas),
         _ => None,
     };
     if fixed.is_some() {
@@ -321,6 +327,7 @@ mod tests {
             ("/_stowage/keys".into(), Admin::Keys),
             ("/_stowage/immutable".into(), Admin::Immutable),
             ("/_stowage/backup".into(), Admin::Backup),
+            ("/_stowage/quotas".into(), Admin::Quotas),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stowage_storage::meta::policy::ImmutableTags;
+use stowage_storage::meta::quota::{Quota, QuotaKind, QuotaUsage};
 use stowage_storage::meta::{
     BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection, TagExpect,
 };
@@ -66,6 +67,52 @@ pub struct Registry {
 pub struct FoundManifest {
     pub digest: Digest,
     pub record: ManifestRecord,
+}
+
+/// The 403 for a push past a namespace's quota, with the numbers.
+pub fn quota_denied(r: &Rejection) -> Error {
+    match r {
+        Rejection::QuotaExceeded {
+            namespace,
+            kind: QuotaKind::Bytes,
+            limit,
+            used,
+            adding,
+        } => Error::Denied(format!(
+            "namespace {namespace} is over its quota: {} of {} used, and this blob needs {} more",
+            human_bytes(*used),
+            human_bytes(*limit),
+            human_bytes(*adding)
+        )),
+        Rejection::QuotaExceeded {
+            namespace,
+            limit,
+            used,
+            ..
+        } => Error::Denied(format!(
+            "namespace {namespace} may hold {limit} repositories and holds {used}: no new repository"
+        )),
+        other => Error::Denied(format!("{other:?}")),
+    }
+}
+
+/// Bytes for people: `1.5 GiB (1610612736 bytes)`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    if unit == "bytes" {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {unit} ({n} bytes)")
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -282,7 +329,12 @@ impl Registry {
             digest: digest.clone(),
             now_ms: now_ms(),
         };
-        Ok(self.propose(cmd).await? == Outcome::Done)
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(true),
+            // An upload in its place would be refused too: say so now.
+            Outcome::Rejected(r @ Rejection::QuotaExceeded { .. }) => Err(quota_denied(&r)),
+            Outcome::Rejected(_) => Ok(false),
+        }
     }
 
     // ---- manifests ----
@@ -460,6 +512,29 @@ impl Registry {
     pub async fn immutable_tags(&self) -> Result<Vec<ImmutableTags>> {
         self.consensus.read_barrier().await?;
         Ok(self.store.meta.immutable_tags()?)
+    }
+
+    /// Every quota with its namespace's usage.
+    pub async fn quotas(&self) -> Result<Vec<QuotaUsage>> {
+        self.consensus.read_barrier().await?;
+        Ok(self.store.meta.quotas()?)
+    }
+
+    /// Sets a namespace's quota, or (`None`) removes it.
+    pub async fn change_quota(&self, namespace: &str, quota: Option<Quota>) -> Result<()> {
+        let cmd = match quota {
+            Some(quota) => Command::SetQuota { quota },
+            None => Command::RemoveQuota {
+                namespace: namespace.to_owned(),
+            },
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(format!(
+                "namespace {namespace} has no quota"
+            ))),
+            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
+        }
     }
 
     /// Adds (`add`) or removes an immutable-tag rule.

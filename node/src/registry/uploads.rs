@@ -437,6 +437,7 @@ impl Registry {
                     "garbage collection removed data this upload reused while it ran; upload again",
                 ))
             }
+            Outcome::Rejected(r @ Rejection::QuotaExceeded { .. }) => Err(super::quota_denied(&r)),
             Outcome::Rejected(_) => Err(Error::BlobUnknown(digest.clone())),
         }
     }

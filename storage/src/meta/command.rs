@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{AccessRule, Account, SigningKey};
 use super::policy::ImmutableTags;
+use super::quota::{Quota, QuotaKind};
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
 use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
@@ -130,6 +131,13 @@ pub enum Command {
     RemoveImmutableTags {
         rule: ImmutableTags,
     },
+    /// Sets (or replaces) a namespace's quota.
+    SetQuota {
+        quota: Quota,
+    },
+    RemoveQuota {
+        namespace: String,
+    },
 }
 
 /// What a conditional tag update expects to find.
@@ -203,6 +211,12 @@ impl std::fmt::Display for Command {
                     rule.tags, rule.repositories
                 )
             }
+            Command::SetQuota { quota } => write!(
+                f,
+                "quota of {}: {:?} bytes, {:?} repositories",
+                quota.namespace, quota.max_bytes, quota.max_repositories
+            ),
+            Command::RemoveQuota { namespace } => write!(f, "remove the quota of {namespace}"),
         }
     }
 }
@@ -241,6 +255,15 @@ pub enum Rejection {
     TagImmutable {
         tag: Tag,
         rule: ImmutableTags,
+    },
+    /// A new link would pass `namespace`'s quota: `used` of `limit`, and
+    /// this would add `adding`.
+    QuotaExceeded {
+        namespace: String,
+        kind: QuotaKind,
+        limit: u64,
+        used: u64,
+        adding: u64,
     },
 }
 

@@ -11,6 +11,7 @@ pub mod access;
 mod command;
 mod gc;
 pub mod policy;
+pub mod quota;
 mod records;
 
 use std::collections::BTreeMap;
@@ -29,17 +30,17 @@ use crate::error::{Error, Result};
 use crate::types::{ChunkId, Digest, RepoName, Tag};
 
 // Key prefixes of the one state-machine tree.
-const BLOB: u8 = b'B'; // B<digest> -> BlobRecord
+pub(super) const BLOB: u8 = b'B'; // B<digest> -> BlobRecord
 const CHUNK_REFS: u8 = b'C'; // C<chunk id> -> u64 blobs using it
 const BLOB_LINKS: u8 = b'K'; // K<digest> -> u64 repositories linking it
-const LINK: u8 = b'L'; // L<repo>\0<digest> -> Link
+pub(super) const LINK: u8 = b'L'; // L<repo>\0<digest> -> Link
 const MANIFEST: u8 = b'M'; // M<digest> -> ManifestRecord
 const MANIFEST_REFS: u8 = b'N'; // N<digest> -> u64 repositories holding it
 const REPO_MANIFEST: u8 = b'P'; // P<repo>\0<digest> -> RepoManifest
 const TOMBSTONE: u8 = b'Z'; // Z<chunk id> -> u64 ms it became unreferenced
 const TAG: u8 = b'T'; // T<repo>\0<tag> -> digest
 const REFERRER: u8 = b'F'; // F<repo>\0<subject>\0<referrer> -> Descriptor
-const REPO: u8 = b'R'; // R<repo> -> u64 blob links + manifests
+pub(super) const REPO: u8 = b'R'; // R<repo> -> u64 blob links + manifests
 const APPLIED: &[u8] = b"_applied"; // opaque mark of the last applied log entry
 const CLUSTER_ID: &[u8] = b"_cluster"; // the cluster's name, set once
 
@@ -251,7 +252,9 @@ impl StateMachine {
                     };
                     txn.put(bk, encode(&rec));
                 }
-                Self::link(txn, repo, digest, *now_ms)?;
+                if let Some(refused) = Self::link(txn, repo, digest, *now_ms)? {
+                    return Ok(refused);
+                }
             }
             Command::LinkBlob {
                 repo,
@@ -261,7 +264,9 @@ impl StateMachine {
                 if !txn.has(&key(BLOB, &[digest.as_str()]))? {
                     return Ok(Outcome::Rejected(BlobUnknown(digest.clone())));
                 }
-                Self::link(txn, repo, digest, *now_ms)?;
+                if let Some(refused) = Self::link(txn, repo, digest, *now_ms)? {
+                    return Ok(refused);
+                }
             }
             Command::UnlinkBlob {
                 repo,
@@ -343,6 +348,8 @@ impl StateMachine {
                 }
             }
             Command::AddImmutableTags { rule } => return policy::add(txn, rule),
+            Command::SetQuota { quota } => return quota::set(txn, quota),
+            Command::RemoveQuota { namespace } => return quota::remove(txn, namespace),
             Command::RemoveImmutableTags { rule } => return policy::remove(txn, rule),
             Command::PutManifestIf { tag, expect, put } => {
                 let Command::PutManifest { repo, .. } = put.as_ref() else {
@@ -451,7 +458,14 @@ impl StateMachine {
     /// Links a blob into `repo`, or renews the link's upload lease: an
     /// upload or mount that is acknowledged protects the blob until a
     /// manifest references it or the lease runs out.
-    fn link(txn: &mut Txn<'_>, repo: &RepoName, digest: &Digest, now_ms: u64) -> Result<()> {
+    /// Links a blob into `repo` (or renews its lease); a new link counts
+    /// toward the quotas covering `repo`, and is refused past one of them.
+    fn link(
+        txn: &mut Txn<'_>,
+        repo: &RepoName,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<Option<Outcome>> {
         let lk = key(LINK, &[repo.as_str(), digest.as_str()]);
         let link = match txn.get(&lk)? {
             Some(b) => Link {
@@ -460,6 +474,14 @@ impl StateMachine {
                 ..decode("links", &b)?
             },
             None => {
+                let size = match txn.get(&key(BLOB, &[digest.as_str()]))? {
+                    Some(b) => decode::<BlobRecord>("blobs", &b)?.size,
+                    None => 0,
+                };
+                let new_repo = !txn.has(&key(REPO, &[repo.as_str()]))?;
+                if let Some(refused) = quota::admit_link(txn, repo, digest, size, new_repo)? {
+                    return Ok(Some(refused));
+                }
                 txn.bump(key(REPO, &[repo.as_str()]), 1)?;
                 txn.bump(key(BLOB_LINKS, &[digest.as_str()]), 1)?;
                 Link {
@@ -471,7 +493,7 @@ impl StateMachine {
             }
         };
         txn.put(lk, encode(&link));
-        Ok(())
+        Ok(None)
     }
 
     /// Removes a blob's link from `repo`; the last link takes the blob
@@ -483,6 +505,11 @@ impl StateMachine {
         }
         txn.del(lk);
         txn.bump(key(REPO, &[repo.as_str()]), -1)?;
+        let size = match txn.get(&key(BLOB, &[digest.as_str()]))? {
+            Some(b) => decode::<BlobRecord>("blobs", &b)?.size,
+            None => 0,
+        };
+        quota::release_link(txn, repo, digest, size)?;
         if txn.bump(key(BLOB_LINKS, &[digest.as_str()]), -1)? == 0 {
             let bk = key(BLOB, &[digest.as_str()]);
             if let Some(b) = txn.get(&bk)? {
@@ -740,6 +767,11 @@ impl StateMachine {
     /// The immutable-tag rules.
     pub fn immutable_tags(&self) -> Result<Vec<policy::ImmutableTags>> {
         policy::list(&self.tree())
+    }
+
+    /// Every quota with its namespace's usage now.
+    pub fn quotas(&self) -> Result<Vec<quota::QuotaUsage>> {
+        quota::usage(&self.tree())
     }
 
     /// Whether access control is on: it is as soon as one account exists.

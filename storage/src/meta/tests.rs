@@ -860,3 +860,104 @@ fn immutable_tags_never_move_or_go_and_snapshots_carry_the_rules() {
         Outcome::Rejected(Rejection::RuleUnknown)
     );
 }
+
+#[test]
+fn quotas_count_a_blob_once_per_namespace_and_refuse_what_does_not_fit() {
+    use super::quota::{Quota, QuotaKind};
+    let (_d, sm) = sm();
+    put_blob(&sm, "team/old", "0123456789"); // 10 bytes before the quota
+    let set = Command::SetQuota {
+        quota: Quota::new("team", Some(25), Some(3)).unwrap(),
+    };
+    assert_eq!(sm.apply(&set, b"m").unwrap(), Outcome::Done);
+    let used = |sm: &StateMachine| {
+        let q = sm.quotas().unwrap();
+        (q[0].bytes, q[0].repositories)
+    };
+    assert_eq!(used(&sm), (10, 1));
+    // The same blob in another repository of the namespace: counted once.
+    let link = Command::LinkBlob {
+        repo: repo("team/two"),
+        digest: digest("0123456789"),
+        now_ms: 1,
+    };
+    assert_eq!(sm.apply(&link, b"m").unwrap(), Outcome::Done);
+    assert_eq!(used(&sm), (10, 2));
+    put_blob(&sm, "team/two", "abcdefghijklmno"); // 15: exactly full
+    assert_eq!(used(&sm), (25, 2));
+    let one_more = Command::PutBlob {
+        repo: repo("team/two"),
+        digest: digest("x"),
+        size: 1,
+        chunks: vec![ChunkRef {
+            id: ChunkId::of(b"x"),
+            len: 1,
+        }],
+        holders: vec![],
+        now_ms: 1,
+        written_since_ms: 1,
+    };
+    match sm.apply(&one_more, b"m").unwrap() {
+        Outcome::Rejected(Rejection::QuotaExceeded {
+            namespace,
+            kind: QuotaKind::Bytes,
+            limit: 25,
+            used: 25,
+            adding: 1,
+        }) => {
+            assert_eq!(namespace, "team")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        sm.blob(&digest("x")).unwrap().is_none(),
+        "a refused blob leaves nothing"
+    );
+    // Outside the namespace nothing is counted or refused.
+    put_blob(&sm, "teams/x", "x");
+    put_blob(&sm, "other", "x");
+    assert_eq!(used(&sm), (25, 2));
+    // Unlinking from one repository keeps the bytes (still held by the
+    // other); from both frees them.
+    let unlink = |r: &str| Command::UnlinkBlob {
+        repo: repo(r),
+        digest: digest("0123456789"),
+        now_ms: 2,
+    };
+    sm.apply(&unlink("team/old"), b"m").unwrap();
+    assert_eq!(used(&sm).0, 25);
+    sm.apply(&unlink("team/two"), b"m").unwrap();
+    assert_eq!(used(&sm).0, 15);
+    // A third repository fits the repository count; a fourth does not.
+    put_blob(&sm, "team/three", "y");
+    put_blob(&sm, "team/four", "z");
+    let fifth = Command::LinkBlob {
+        repo: repo("team/five"),
+        digest: digest("y"),
+        now_ms: 3,
+    };
+    assert!(
+        matches!(
+            sm.apply(&fifth, b"m").unwrap(),
+            Outcome::Rejected(Rejection::QuotaExceeded {
+                kind: QuotaKind::Repositories,
+                limit: 3,
+                ..
+            })
+        ),
+        "{:?}",
+        sm.quotas()
+    );
+    // Gone with its bookkeeping; and in a snapshot.
+    let mut snap = Vec::new();
+    sm.export(&mut snap).unwrap();
+    let (_d2, other) = self::sm();
+    other.import(&mut snap.as_slice()).unwrap();
+    assert_eq!(other.quotas().unwrap(), sm.quotas().unwrap());
+    let rm = Command::RemoveQuota {
+        namespace: "team".into(),
+    };
+    assert_eq!(sm.apply(&rm, b"m").unwrap(), Outcome::Done);
+    assert!(sm.quotas().unwrap().is_empty());
+    assert_eq!(sm.apply(&fifth, b"m").unwrap(), Outcome::Done);
+}
