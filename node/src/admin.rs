@@ -112,6 +112,22 @@ pub struct QuotaRequest {
     pub max_repositories: Option<u64>,
 }
 
+/// What `POST /_stowage/retention` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionRequest {
+    /// `set` or `remove`.
+    pub op: String,
+    pub repositories: String,
+    #[serde(default)]
+    pub keep_last: Option<u64>,
+    #[serde(default)]
+    pub keep_within_secs: Option<u64>,
+    #[serde(default)]
+    pub keep_tags: Option<String>,
+    #[serde(default)]
+    pub untagged_after_secs: Option<u64>,
+}
+
 /// What `POST /_stowage/backup` takes: the repository (else the node's
 /// `backup_repo`) and its key as 64 hex digits (else the node's
 /// `backup_key_file`, if any).

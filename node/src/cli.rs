@@ -59,12 +59,70 @@ pub enum Command {
     Immutable(ImmutableArgs),
     /// Quotas: bytes (each blob once) and repositories per namespace.
     Quota(QuotaArgs),
+    /// Retention: which tags GC passes keep, and how long untagged
+    /// manifests stay (`stowage gc run --dry-run` shows what would go).
+    Retention(RetentionArgs),
     /// Backups: snapshots into a repository (a directory or S3), and
     /// listing, verifying and pruning a repository.
     Backup(crate::backup::cli::BackupArgs),
     /// Rebuild a node's data directory from a backup repository alone, or
     /// put one repository back into a running cluster as it was.
     Restore(crate::backup::cli::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    #[command(subcommand)]
+    pub action: RetentionAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionAction {
+    /// Set the rule of repositories matching REPOSITORIES (a glob: `*`
+    /// within a path component, `**` across). A tag stays if any of
+    /// --keep-last, --keep-within or --keep-tags keeps it; immutable tags
+    /// always stay. GC passes remove the others.
+    Set {
+        repositories: String,
+        /// Keep the N tags that most recently got their manifest.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u64>,
+        /// Keep tags pushed within this long (e.g. 30d, 12h, 90s).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        keep_within: Option<u64>,
+        /// Always keep tags matching this glob (e.g. 'v*').
+        #[arg(long, value_name = "GLOB")]
+        keep_tags: Option<String>,
+        /// Collect manifests untagged for this long (e.g. 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        untagged_after: Option<u64>,
+    },
+    /// Remove the rule of REPOSITORIES.
+    Remove { repositories: String },
+    /// Every retention rule.
+    List,
+}
+
+/// `30d`, `12h`, `15m`, `90s` or plain seconds, in seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: a duration such as 30d, 12h, 15m or 90s"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (s, m, h, d, w)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?}: too long"))
 }
 
 #[derive(Debug, Args)]
@@ -546,6 +604,7 @@ pub fn main() -> ExitCode {
         Command::Cert(args) => cert(args),
         Command::Immutable(args) => admin_command(immutable(args)),
         Command::Quota(args) => admin_command(quota(args)),
+        Command::Retention(args) => admin_command(retention(args)),
         Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
         Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),
     };
@@ -753,6 +812,43 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
     let v = match args.action {
         ScrubAction::Run => call(node, http::Method::POST, "/_stowage/scrub", None).await?,
         ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
+    };
+    print_json(&v)
+}
+
+async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let req = match args.action {
+        RetentionAction::List => None,
+        RetentionAction::Set {
+            repositories,
+            keep_last,
+            keep_within,
+            keep_tags,
+            untagged_after,
+        } => Some(admin::RetentionRequest {
+            op: "set".into(),
+            repositories,
+            keep_last,
+            keep_within_secs: keep_within,
+            keep_tags,
+            untagged_after_secs: untagged_after,
+        }),
+        RetentionAction::Remove { repositories } => Some(admin::RetentionRequest {
+            op: "remove".into(),
+            repositories,
+            keep_last: None,
+            keep_within_secs: None,
+            keep_tags: None,
+            untagged_after_secs: None,
+        }),
+    };
+    let v = match req {
+        None => call(node, http::Method::GET, "/_stowage/retention", None).await?,
+        Some(r) => {
+            let body = serde_json::to_vec(&r)?;
+            call(node, http::Method::POST, "/_stowage/retention", Some(body)).await?
+        }
     };
     print_json(&v)
 }

@@ -49,3 +49,5 @@ mod t92_cas_tags;
 mod t93_immutable_tags;
 /// Quotas: exactly one of two pushes racing for the last bytes wins.
 mod t94_quotas;
+/// Retention rules evaluated by GC passes, the same on every node.
+mod t95_retention;

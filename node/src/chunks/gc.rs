@@ -29,6 +29,8 @@ const TOMBSTONES_PER_COMMAND: usize = 4096;
 /// A pass repeats while it frees something (an untagged index frees its
 /// children, which free their blobs), at most this often.
 const MAX_ROUNDS: usize = 8;
+/// Expired tags a report names.
+const MAX_LISTED: usize = 1000;
 
 /// What the collection delays are, from the configuration.
 #[derive(Debug, Clone)]
@@ -64,6 +66,15 @@ pub struct GcReport {
     pub bytes: u64,
     pub manifests: u64,
     pub tombstones: u64,
+    /// Tags retention rules removed (or, dry, would remove), and untagged
+    /// manifests they collected.
+    #[serde(default)]
+    pub expired_tags: u64,
+    #[serde(default)]
+    pub retention_manifests: u64,
+    /// `repo:tag` of the first expired tags (all of them up to 1000).
+    #[serde(default)]
+    pub expired: Vec<String>,
 }
 
 /// What a sweep of this node's chunk files did.
@@ -104,13 +115,60 @@ impl GcWorker {
                     .gc_candidates(&policy, |r| untagged.is_match(r.as_str()))
             })
             .await??;
+            let store = self.io.store().clone();
+            let now = policy.now_ms;
+            let retained =
+                tokio::task::spawn_blocking(move || store.meta.retention_candidates(now)).await??;
+            for (repo, tags) in &retained.tags {
+                report.expired_tags += tags.len() as u64;
+                for (tag, _) in tags {
+                    if report.expired.len() < MAX_LISTED {
+                        report.expired.push(format!("{repo}:{tag}"));
+                    }
+                }
+            }
+            report.retention_manifests += retained.manifests.len() as u64;
+            let retention_nothing = retained.tags.is_empty() && retained.manifests.is_empty();
+            if !dry_run {
+                for (repo, tags) in retained.tags {
+                    for batch in tags.chunks(LINKS_PER_COMMAND) {
+                        self.consensus
+                            .propose(Command::ExpireTags {
+                                repo: repo.clone(),
+                                tags: batch.to_vec(),
+                                now_ms: now,
+                            })
+                            .await?;
+                    }
+                }
+                let mut by_rule: BTreeMap<(RepoName, u64), Vec<Digest>> = BTreeMap::new();
+                for (repo, digest, delay_ms) in retained.manifests {
+                    by_rule.entry((repo, delay_ms)).or_default().push(digest);
+                }
+                for ((repo, delay_ms), digests) in by_rule {
+                    for batch in digests.chunks(LINKS_PER_COMMAND) {
+                        self.consensus
+                            .propose(Command::CollectManifests {
+                                repo: repo.clone(),
+                                digests: batch.to_vec(),
+                                policy: GcPolicy {
+                                    grace_ms: delay_ms,
+                                    ..policy
+                                },
+                            })
+                            .await?;
+                    }
+                }
+            }
             report.blobs += found.blobs;
             report.bytes += found.bytes;
             report.blob_links += found.links.len() as u64;
             report.manifests += found.manifests.len() as u64;
             report.tombstones += found.tombstones.len() as u64;
-            let nothing =
-                found.links.is_empty() && found.manifests.is_empty() && found.tombstones.is_empty();
+            let nothing = retention_nothing
+                && found.links.is_empty()
+                && found.manifests.is_empty()
+                && found.tombstones.is_empty();
             if dry_run || nothing {
                 break;
             }
@@ -149,8 +207,9 @@ impl GcWorker {
         report.at_unix_ms = now_ms();
         report.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if !dry_run {
-            if report.blob_links + report.manifests > 0 {
+            if report.blob_links + report.manifests + report.expired_tags > 0 {
                 tracing::info!(
+                    expired_tags = report.expired_tags,
                     blob_links = report.blob_links,
                     blobs = report.blobs,
                     bytes = report.bytes,

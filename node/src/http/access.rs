@@ -47,7 +47,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Keys
             | Admin::Immutable
             | Admin::Backup
-            | Admin::Quotas,
+            | Admin::Quotas
+            | Admin::Retention,
         ) => vec![Need::Admin],
     }
 }

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use stowage_storage::meta::policy::ImmutableTags;
 use stowage_storage::meta::quota::Quota;
+use stowage_storage::meta::retention::RetentionRule;
 use stowage_storage::meta::TagExpect;
 use stowage_storage::types::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -151,6 +152,32 @@ pub async fn admin(
             };
             reg.change_quota(&req.namespace, quota).await?;
             admin_json(&json!({ "quotas": reg.quotas().await? }), false)
+        }
+        Admin::Retention if read => {
+            admin_json(&json!({ "rules": reg.retention_rules().await? }), head)
+        }
+        Admin::Retention if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::RetentionRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let rule = match req.op.as_str() {
+                "set" => {
+                    let rule = RetentionRule {
+                        repositories: req.repositories.clone(),
+                        keep_last: req.keep_last,
+                        keep_within_secs: req.keep_within_secs,
+                        keep_tags: req.keep_tags,
+                        untagged_after_secs: req.untagged_after_secs,
+                    };
+                    rule.check()
+                        .map_err(|e| Error::AdminRequest(e.to_string()))?;
+                    Some(rule)
+                }
+                "remove" => None,
+                other => return Err(Error::AdminRequest(format!("op {other:?}: set or remove"))),
+            };
+            reg.change_retention(&req.repositories, rule).await?;
+            admin_json(&json!({ "rules": reg.retention_rules().await? }), false)
         }
         Admin::Backup if read => admin_json(&json!({ "job": reg.backups().status() }), head),
         Admin::Backup if method == Method::POST => {

@@ -80,6 +80,8 @@ pub enum Admin {
     Backup,
     /// `/_stowage/quotas`: namespace quotas with their usage.
     Quotas,
+    /// `/_stowage/retention`: retention rules.
+    Retention,
 }
 
 impl Endpoint {
@@ -122,6 +124,7 @@ impl Endpoint {
                 Admin::Immutable => "immutable",
                 Admin::Backup => "backup",
                 Admin::Quotas => "quotas",
+                Admin::Retention => "retention",
             },
         }
     }
@@ -152,9 +155,12 @@ impl Admin {
             Admin::Accounts { name: None, .. } => "GET, HEAD, POST",
             Admin::Accounts { name: Some(_), .. } => "PUT, DELETE",
             Admin::Access => "GET, HEAD, POST, PUT",
-            Admin::Gc | Admin::Scrub | Admin::Immutable | Admin::Backup | Admin::Quotas => {
-                "GET, HEAD, POST"
-            }
+            Admin::Gc
+            | Admin::Scrub
+            | Admin::Immutable
+            | Admin::Backup
+            | Admin::Quotas
+            | Admin::Retention => "GET, HEAD, POST",
         }
     }
 }
@@ -182,6 +188,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/_stowage/immutable" => Some(Admin::Immutable),
         "/_stowage/backup" => Some(Admin::Backup),
         "/_stowage/quotas" => Some(Admin::Quotas),
+        "/_stowage/retention" => Some(Admin::Retention),
         _ => None,
     };
     if fixed.is_some() {
@@ -328,6 +335,7 @@ mod tests {
             ("/_stowage/immutable".into(), Admin::Immutable),
             ("/_stowage/backup".into(), Admin::Backup),
             ("/_stowage/quotas".into(), Admin::Quotas),
+            ("/_stowage/retention".into(), Admin::Retention),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

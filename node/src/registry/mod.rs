@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stowage_storage::meta::policy::ImmutableTags;
 use stowage_storage::meta::quota::{Quota, QuotaKind, QuotaUsage};
+use stowage_storage::meta::retention::RetentionRule;
 use stowage_storage::meta::{
     BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection, TagExpect,
 };
@@ -532,6 +533,32 @@ impl Registry {
             Outcome::Done => Ok(()),
             Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(format!(
                 "namespace {namespace} has no quota"
+            ))),
+            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
+        }
+    }
+
+    pub async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        self.consensus.read_barrier().await?;
+        Ok(self.store.meta.retention_rules()?)
+    }
+
+    /// Sets the retention rule of a repository glob, or (`None`) removes it.
+    pub async fn change_retention(
+        &self,
+        repositories: &str,
+        rule: Option<RetentionRule>,
+    ) -> Result<()> {
+        let cmd = match rule {
+            Some(rule) => Command::SetRetention { rule },
+            None => Command::RemoveRetention {
+                repositories: repositories.to_owned(),
+            },
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(format!(
+                "no retention rule for {repositories}"
             ))),
             Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
         }

@@ -9,6 +9,7 @@ use super::access::{AccessRule, Account, SigningKey};
 use super::policy::ImmutableTags;
 use super::quota::{Quota, QuotaKind};
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
+use super::retention::RetentionRule;
 use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +139,20 @@ pub enum Command {
     RemoveQuota {
         namespace: String,
     },
+    /// Sets (or replaces) the retention rule of a repository glob.
+    SetRetention {
+        rule: RetentionRule,
+    },
+    RemoveRetention {
+        repositories: String,
+    },
+    /// Retention: removes tags a GC pass found expired, each only if it
+    /// still names the manifest given and is not immutable.
+    ExpireTags {
+        repo: RepoName,
+        tags: Vec<(Tag, Digest)>,
+        now_ms: u64,
+    },
 }
 
 /// What a conditional tag update expects to find.
@@ -217,6 +232,15 @@ impl std::fmt::Display for Command {
                 quota.namespace, quota.max_bytes, quota.max_repositories
             ),
             Command::RemoveQuota { namespace } => write!(f, "remove the quota of {namespace}"),
+            Command::SetRetention { rule } => {
+                write!(f, "retention in {}: {rule:?}", rule.repositories)
+            }
+            Command::RemoveRetention { repositories } => {
+                write!(f, "remove the retention rule of {repositories}")
+            }
+            Command::ExpireTags { repo, tags, .. } => {
+                write!(f, "expire {} tags of {repo}", tags.len())
+            }
         }
     }
 }

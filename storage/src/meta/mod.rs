@@ -13,6 +13,7 @@ mod gc;
 pub mod policy;
 pub mod quota;
 mod records;
+pub mod retention;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -335,6 +336,10 @@ impl StateMachine {
                         Self::untag(txn, repo, &old, now)?;
                     }
                     txn.put(tk, digest.as_str().as_bytes().to_vec());
+                    txn.put(
+                        key(retention::TAG_TIME, &[repo.as_str(), t.as_str()]),
+                        now.to_be_bytes().to_vec(),
+                    );
                     Self::update_repo_manifest(txn, repo, digest, |p| p.tags += 1)?;
                 }
                 if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
@@ -349,6 +354,13 @@ impl StateMachine {
             }
             Command::AddImmutableTags { rule } => return policy::add(txn, rule),
             Command::SetQuota { quota } => return quota::set(txn, quota),
+            Command::SetRetention { rule } => return retention::set(txn, rule),
+            Command::RemoveRetention { repositories } => {
+                return retention::remove(txn, repositories)
+            }
+            Command::ExpireTags { repo, tags, now_ms } => {
+                return retention::expire(txn, repo, tags, *now_ms)
+            }
             Command::RemoveQuota { namespace } => return quota::remove(txn, namespace),
             Command::RemoveImmutableTags { rule } => return policy::remove(txn, rule),
             Command::PutManifestIf { tag, expect, put } => {
@@ -401,6 +413,7 @@ impl StateMachine {
                     return Ok(refused);
                 }
                 txn.del(tk);
+                txn.del(key(retention::TAG_TIME, &[repo.as_str(), tag.as_str()]));
                 Self::untag(txn, repo, &old, *now_ms)?;
             }
             Command::PutAccount { account, replace } => {
@@ -609,6 +622,10 @@ impl StateMachine {
         for kv in txn.tree.scan_prefix(&prefix) {
             let (k, v) = kv?;
             if v.as_ref() == digest.as_str().as_bytes() {
+                // The tag's push time has the same key under its own prefix.
+                let mut tk = k.to_vec();
+                tk[0] = retention::TAG_TIME;
+                txn.del(tk);
                 txn.del(k.to_vec());
             }
         }

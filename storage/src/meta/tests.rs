@@ -961,3 +961,104 @@ fn quotas_count_a_blob_once_per_namespace_and_refuse_what_does_not_fit() {
     assert!(sm.quotas().unwrap().is_empty());
     assert_eq!(sm.apply(&fifth, b"m").unwrap(), Outcome::Done);
 }
+
+#[test]
+fn retention_keeps_the_newest_the_recent_and_the_named_and_rechecks_in_apply() {
+    use super::retention::RetentionRule;
+    let (_d, sm) = sm();
+    let d = put_blob(&sm, "ret/app", "layer");
+    // t1 (oldest) .. t5 (newest), release-1 oldest of all, one manifest each.
+    let push_as = |tag: &str, name: &str, at: u64| {
+        let mut m = manifest(vec![d.clone()], None);
+        m.created_ms = at;
+        m.bytes = name.as_bytes().to_vec();
+        let cmd = Command::PutManifest {
+            repo: repo("ret/app"),
+            digest: digest(name),
+            record: Box::new(m),
+            tags: vec![Tag::parse(tag).unwrap()],
+            referrer: None,
+        };
+        assert_eq!(sm.apply(&cmd, b"m").unwrap(), Outcome::Done);
+    };
+    let push = |tag: &str, at: u64| push_as(tag, tag, at);
+    push("release-1", 10);
+    for i in 1..=5u64 {
+        push(&format!("t{i}"), 100 * i);
+    }
+    let rule = RetentionRule {
+        repositories: "ret/**".into(),
+        keep_last: Some(2),
+        keep_within_secs: None,
+        keep_tags: Some("release-*".into()),
+        untagged_after_secs: Some(0),
+    };
+    assert_eq!(
+        sm.apply(&Command::SetRetention { rule: rule.clone() }, b"m")
+            .unwrap(),
+        Outcome::Done
+    );
+    let imm = super::policy::ImmutableTags::new("ret/*", "t1").unwrap();
+    sm.apply(&Command::AddImmutableTags { rule: imm }, b"m")
+        .unwrap();
+    let c = sm.retention_candidates(1_000).unwrap();
+    let names: Vec<&str> = c.tags[&repo("ret/app")]
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["t3", "t2"],
+        "t4, t5 newest; release-1 named; t1 immutable"
+    );
+    // keep_within: everything pushed in the last 0.25 s of a clock at 0.6 s.
+    let within = RetentionRule {
+        keep_last: None,
+        keep_within_secs: Some(0),
+        ..rule.clone()
+    };
+    assert!(within.check().is_ok());
+    // t2 moved meanwhile: the expiry leaves it; t3 goes.
+    let expire = Command::ExpireTags {
+        repo: repo("ret/app"),
+        tags: c.tags[&repo("ret/app")].clone(),
+        now_ms: 1_000,
+    };
+    push_as("t2", "t2-again", 900);
+    assert_eq!(sm.apply(&expire, b"m").unwrap(), Outcome::Done);
+    assert!(sm
+        .tag(&repo("ret/app"), &Tag::parse("t3").unwrap())
+        .unwrap()
+        .is_none());
+    assert!(sm
+        .tag(&repo("ret/app"), &Tag::parse("t2").unwrap())
+        .unwrap()
+        .is_some());
+    // t3's manifest, and t2's old one, are untagged now: past their
+    // rule's delay (0 s).
+    let c = sm.retention_candidates(2_000).unwrap();
+    let mut untagged: Vec<Digest> = c.manifests.iter().map(|(_, d, _)| d.clone()).collect();
+    untagged.sort();
+    let mut want = vec![digest("t2"), digest("t3")];
+    want.sort();
+    assert_eq!(untagged, want);
+    // Rules are replicated state (in snapshots) and can be removed.
+    let mut snap = Vec::new();
+    sm.export(&mut snap).unwrap();
+    let (_d2, other) = self::sm();
+    other.import(&mut snap.as_slice()).unwrap();
+    assert_eq!(other.retention_rules().unwrap(), vec![rule]);
+    let rm = Command::RemoveRetention {
+        repositories: "ret/**".into(),
+    };
+    assert_eq!(sm.apply(&rm, b"m").unwrap(), Outcome::Done);
+    assert!(sm.retention_candidates(2_000).unwrap().tags.is_empty());
+    let bad = RetentionRule {
+        repositories: "x".into(),
+        keep_last: None,
+        keep_within_secs: None,
+        keep_tags: None,
+        untagged_after_secs: None,
+    };
+    assert!(bad.check().is_err());
+}
