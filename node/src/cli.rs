@@ -62,6 +62,9 @@ pub enum Command {
     /// Retention: which tags GC passes keep, and how long untagged
     /// manifests stay (`stowage gc run --dry-run` shows what would go).
     Retention(RetentionArgs),
+    /// Copy an image, or every tag of a repository, from any registry to
+    /// any other (resumable blob uploads, blobs the target has skipped).
+    Copy(crate::replication::copy::CopyArgs),
     /// Backups: snapshots into a repository (a directory or S3), and
     /// listing, verifying and pruning a repository.
     Backup(crate::backup::cli::BackupArgs),
@@ -605,6 +608,7 @@ pub fn main() -> ExitCode {
         Command::Immutable(args) => admin_command(immutable(args)),
         Command::Quota(args) => admin_command(quota(args)),
         Command::Retention(args) => admin_command(retention(args)),
+        Command::Copy(args) => admin_command(crate::replication::copy::cli(args)),
         Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
         Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),
     };

@@ -174,6 +174,10 @@ pub enum Error {
     #[error("backup storage: {0}")]
     BackupStore(#[from] object_store::Error),
 
+    /// Another registry (a copy's source or target) failed or refused.
+    #[error("{0}")]
+    Remote(String),
+
     #[error("storage: {0}")]
     Storage(#[from] stowage_storage::Error),
 

@@ -33,6 +33,7 @@ pub mod raft;
 pub mod receipt;
 pub mod recent;
 pub mod registry;
+pub mod replication;
 pub mod server;
 pub mod tls;
 pub mod workers;

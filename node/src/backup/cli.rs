@@ -695,11 +695,11 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         password_file: args.password_file.clone(),
         ca_file: args.ca_file.clone(),
     };
-    let registry = restore::Registry {
-        base: into.clone(),
-        authorization: node.authorization()?,
-        client: crate::cli::http_client(args.ca_file.as_deref())?,
-    };
+    let registry = crate::replication::client::Remote::with_authorization(
+        into,
+        node.authorization()?,
+        crate::cli::http_client(args.ca_file.as_deref())?,
+    );
     let pb = bar(args.json, 0, true);
     let done = restore::repository(&repo, &target, &name, &as_name, &registry, &pb).await?;
     print(args.json, &done, || {

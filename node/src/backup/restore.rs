@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use http_body_util::{BodyExt, Full};
 use indicatif::ProgressBar;
 use serde::Serialize;
 use stowage_storage::meta::ChunkRef;
-use stowage_storage::types::{Digest, NodeId, RepoName};
+use stowage_storage::types::{NodeId, RepoName};
 use stowage_storage::{Store, StoreConfig};
 
 use super::archive;
@@ -22,6 +21,7 @@ use super::{mark_position, read_state, snapshots, SnapshotInfo};
 use crate::error::{Error, Result};
 use crate::raft::codec::encode;
 use crate::raft::{LogId, NodeInfo, StoredMembership};
+use crate::replication::client::{BlobSource, Pushed, Remote};
 
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -251,171 +251,25 @@ pub struct RepositoryRestored {
     pub log_index: u64,
 }
 
-/// An OCI registry to push to.
-pub struct Registry {
-    pub base: String,
-    pub authorization: Option<String>,
-    pub client: crate::cli::HttpClient,
+/// A blob's bytes from the repository's chunks, by range.
+struct RepoBlob<'a> {
+    repo: &'a Repo,
+    chunks: &'a [ChunkRef],
 }
 
-impl Registry {
-    async fn send(
-        &self,
-        method: http::Method,
-        url: &str,
-        content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes)> {
-        let url = if url.starts_with("http") {
-            url.to_owned()
-        } else {
-            format!("{}{url}", self.base.trim_end_matches('/'))
-        };
-        let mut req = http::Request::builder().method(method).uri(&url);
-        if let Some(a) = &self.authorization {
-            req = req.header(http::header::AUTHORIZATION, a);
+impl BlobSource for RepoBlob<'_> {
+    async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        for (id, from, to) in crate::chunks::pieces_in_range(self.chunks, offset, offset + len) {
+            let data = self.repo.get_chunk(&id).await?;
+            let (a, b) = (
+                usize::try_from(from).unwrap_or(0),
+                usize::try_from(to).unwrap_or(0),
+            );
+            out.extend_from_slice(data.get(a..b).unwrap_or_default());
         }
-        if let Some(t) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, t);
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| Error::BackupSource(format!("bad URL {url}: {e}")))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| Error::BackupSource(format!("cannot reach {url}: {e}")))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::BackupSource(format!("{url}: {e}")))?
-            .to_bytes();
-        Ok((status, headers, body))
+        Ok(Bytes::from(out))
     }
-
-    fn failed(what: &str, status: http::StatusCode, body: &[u8]) -> Error {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let msg = v["errors"][0]["message"].as_str().unwrap_or("").to_owned();
-        Error::BackupSource(format!("{what}: {status} {msg}"))
-    }
-
-    /// Uploads one blob from the repository's chunks unless the target has it.
-    async fn put_blob(
-        &self,
-        repo: &Repo,
-        name: &RepoName,
-        digest: &Digest,
-        chunks: &[ChunkRef],
-    ) -> Result<Option<u64>> {
-        let (status, _, _) = self
-            .send(
-                http::Method::HEAD,
-                &format!("/v2/{name}/blobs/{digest}"),
-                None,
-                Bytes::new(),
-            )
-            .await?;
-        if status.is_success() {
-            return Ok(None);
-        }
-        let (status, headers, body) = self
-            .send(
-                http::Method::POST,
-                &format!("/v2/{name}/blobs/uploads/"),
-                None,
-                Bytes::new(),
-            )
-            .await?;
-        if status != http::StatusCode::ACCEPTED {
-            return Err(Self::failed(
-                &format!("starting the upload of {digest}"),
-                status,
-                &body,
-            ));
-        }
-        let mut location = location_of(&headers, &self.base)?;
-        let mut offset = 0u64;
-        for c in chunks {
-            let data = repo.get_chunk(&c.id).await?;
-            let n = data.len() as u64;
-            let (status, headers, body) = self
-                .send(
-                    http::Method::PATCH,
-                    &location,
-                    Some("application/octet-stream"),
-                    data,
-                )
-                .await?;
-            if status != http::StatusCode::ACCEPTED {
-                return Err(Self::failed(
-                    &format!("uploading {digest} at byte {offset}"),
-                    status,
-                    &body,
-                ));
-            }
-            location = location_of(&headers, &self.base)?;
-            offset += n;
-        }
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let (status, _, body) = self
-            .send(
-                http::Method::PUT,
-                &format!("{location}{sep}digest={digest}"),
-                None,
-                Bytes::new(),
-            )
-            .await?;
-        if status != http::StatusCode::CREATED {
-            return Err(Self::failed(
-                &format!("finishing the upload of {digest}"),
-                status,
-                &body,
-            ));
-        }
-        Ok(Some(offset))
-    }
-
-    async fn put_manifest(
-        &self,
-        name: &RepoName,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<std::result::Result<(), Error>> {
-        let (status, _, body) = self
-            .send(
-                http::Method::PUT,
-                &format!("/v2/{name}/manifests/{reference}"),
-                Some(media_type),
-                Bytes::copy_from_slice(bytes),
-            )
-            .await?;
-        if status == http::StatusCode::CREATED {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(Self::failed(
-                &format!("{name}:{reference}"),
-                status,
-                &body,
-            )))
-        }
-    }
-}
-
-fn location_of(headers: &http::HeaderMap, base: &str) -> Result<String> {
-    let loc = headers
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::BackupSource("the target's upload answer has no Location".into()))?;
-    Ok(if loc.starts_with("http") {
-        loc.to_owned()
-    } else {
-        format!("{}{loc}", base.trim_end_matches('/'))
-    })
 }
 
 /// Puts `name`'s tags and manifests, as they were at `target`, back into a
@@ -428,7 +282,7 @@ pub async fn repository(
     target: &Target,
     name: &RepoName,
     as_name: &RepoName,
-    into: &Registry,
+    into: &Remote,
     bar: &ProgressBar,
 ) -> Result<RepositoryRestored> {
     let tmp =
@@ -466,20 +320,36 @@ pub async fn repository(
     bar.set_length(blobs.values().map(|b| b.size).sum());
     bar.set_message("blobs");
     for (digest, rec) in &blobs {
-        match into.put_blob(repo, as_name, digest, &rec.chunks).await? {
-            Some(n) => {
+        let source = RepoBlob {
+            repo,
+            chunks: &rec.chunks,
+        };
+        let from = (as_name != name).then_some(name.as_str());
+        let inc = |n: u64| bar.inc(n);
+        match into
+            .push_blob(
+                as_name.as_str(),
+                digest.as_str(),
+                rec.size,
+                from,
+                &source,
+                &inc,
+            )
+            .await?
+        {
+            Pushed::Uploaded { bytes, .. } => {
                 out.blobs_uploaded += 1;
-                out.bytes_uploaded += n;
+                out.bytes_uploaded += bytes;
             }
-            None => out.blobs_present += 1,
+            Pushed::Present | Pushed::Mounted => out.blobs_present += 1,
         }
-        bar.inc(rec.size);
     }
     // Children before the indexes that list them.
     manifests.sort_by_key(|(_, m)| !m.children.is_empty());
     for (digest, m) in &manifests {
-        into.put_manifest(as_name, digest.as_str(), &m.media_type, &m.bytes)
-            .await??;
+        let bytes = Bytes::copy_from_slice(&m.bytes);
+        into.put_manifest(as_name.as_str(), digest.as_str(), &m.media_type, bytes)
+            .await?;
         out.manifests += 1;
     }
     for tag in tags {
@@ -489,9 +359,10 @@ pub async fn repository(
         let Some((_, m)) = manifests.iter().find(|(md, _)| *md == d) else {
             continue;
         };
+        let bytes = Bytes::copy_from_slice(&m.bytes);
         match into
-            .put_manifest(as_name, tag.as_str(), &m.media_type, &m.bytes)
-            .await?
+            .put_manifest(as_name.as_str(), tag.as_str(), &m.media_type, bytes)
+            .await
         {
             Ok(()) => out.tags.push(tag.to_string()),
             Err(e) => out.refused.push(format!("{tag}: {e}")),

@@ -43,3 +43,5 @@ mod t90_memory;
 /// Backups into a directory and into S3, restored into fresh nodes; the
 /// archive's point in time; one repository put back; verify, prune, keys.
 mod t95_backup;
+/// `stowage copy` between Stowage nodes and a Distribution registry.
+mod t96_copy;
