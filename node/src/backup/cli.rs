@@ -667,8 +667,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         return print(args.json, &done, || {
             format!(
                 "restored snapshot {} (log index {}, {} archived entries after it) into {}: \
-                 {} chunks, {} bytes\nstart it with `stowage serve --data-dir {} --node-id {}`; \
-                 it is a new cluster of one node, which other nodes join with `stowage members add`\n",
+                 {} chunks, {} bytes\nstart it alone (no peers) with its own settings, \
+                 `stowage serve --data-dir {} --node-id {} --zone {}` (with --cluster-listen for \
+                 a cluster); it is a new cluster of one node: add the others one at a time with \
+                 `stowage members add`, and give it its peers before it restarts\n",
                 done.point.snapshot.id,
                 done.point.log_index,
                 done.point.rolled_forward,
@@ -676,7 +678,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
                 done.chunks,
                 done.bytes,
                 dir.display(),
-                args.node_id
+                args.node_id,
+                args.zone.clone().unwrap_or_default()
             )
         });
     }

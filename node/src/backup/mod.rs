@@ -324,6 +324,10 @@ impl Backups {
         id: String,
     ) -> Result<SnapshotInfo> {
         progress.phase("state");
+        // A follower first catches up with what the leader had committed
+        // when the backup began: a snapshot never misses an acknowledged
+        // write, wherever it is taken.
+        self.consensus.read_barrier().await?;
         let time_ms = now_ms();
         let store = self.store.clone();
         // Metadata only: applies wait for the length of one export.
