@@ -47,3 +47,5 @@ mod t91_status_page;
 mod t92_cas_tags;
 /// Immutable tags hold on every node: no overwrite, untag or delete.
 mod t93_immutable_tags;
+/// The out-of-region drill from a backup, and backups under pushes and GC.
+mod t96_backup_drill;
