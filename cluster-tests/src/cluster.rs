@@ -224,6 +224,34 @@ impl Cluster {
         m.node.restart();
     }
 
+    /// Rewrites node `id`'s config so that its `peers` are exactly the
+    /// members `peers` (their zones and cluster addresses); it takes effect
+    /// at the node's next start. A node restored from a backup starts with
+    /// none, and nodes that join it list only it.
+    pub fn set_peers(&self, id: u64, peers: &[u64]) {
+        let specs: Vec<(u64, String, String)> = peers
+            .iter()
+            .map(|p| {
+                let m = self.member(*p);
+                (m.id, m.zone.clone(), m.rpc.clone())
+            })
+            .collect();
+        let path = &self.member(id).config;
+        let text = std::fs::read_to_string(path).expect("config readable");
+        let line = format!("peers = [{}]", peer_list(&specs, id));
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("peers = [") {
+                    line.clone()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(path, text.join("\n") + "\n").expect("config written");
+    }
+
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
         crate::process::log_tail(&self.member(id).log)

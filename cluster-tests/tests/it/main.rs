@@ -51,3 +51,5 @@ mod t93_immutable_tags;
 mod t94_quotas;
 /// Retention rules evaluated by GC passes, the same on every node.
 mod t95_retention;
+/// The out-of-region drill from a backup, and backups under pushes and GC.
+mod t96_backup_drill;
