@@ -295,7 +295,11 @@ fn summarize(nodes: Vec<MemberHealth>, members: &[u64], replicas: usize) -> Clus
 /// unreachable answers again: both can leave this node missing copies (it
 /// was cut off while others wrote) or holding copies placement moved.
 async fn watch_for_repair(consensus: Arc<Consensus>, io: Arc<ChunkIo>, repair: Arc<Handle>) {
-    let mut last_members: Option<BTreeSet<NodeId>> = None;
+    // No baseline: the first look always wakes repair once. The start-up
+    // sweep may have run over an older membership (a node added while two
+    // joins followed each other quickly swept over the first of them and
+    // then waited out the whole repair interval).
+    let mut last_members: Option<BTreeSet<NodeId>> = Some(BTreeSet::new());
     let mut down: BTreeSet<NodeId> = BTreeSet::new();
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
