@@ -112,6 +112,44 @@ pub struct QuotaRequest {
     pub max_repositories: Option<u64>,
 }
 
+/// What `POST /_stowage/replication` takes (`add` needs the rule's
+/// fields; `remove` and `resync` only the name).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicationRequest {
+    /// `add`, `remove` or `resync`.
+    pub op: String,
+    pub name: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub repositories: Option<String>,
+    #[serde(default)]
+    pub tags: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub deletes: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl ReplicationRequest {
+    pub fn into_rule(self) -> stowage_storage::meta::replication::ReplicationRule {
+        stowage_storage::meta::replication::ReplicationRule {
+            name: self.name,
+            target: self.target.trim_end_matches('/').to_owned(),
+            repositories: self.repositories.unwrap_or_else(|| "**".into()),
+            tags: self.tags,
+            prefix: self.prefix.unwrap_or_default(),
+            deletes: self.deletes,
+            username: self.username,
+            password: self.password,
+        }
+    }
+}
+
 /// What `POST /_stowage/retention` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetentionRequest {

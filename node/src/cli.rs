@@ -62,6 +62,8 @@ pub enum Command {
     /// Retention: which tags GC passes keep, and how long untagged
     /// manifests stay (`stowage gc run --dry-run` shows what would go).
     Retention(RetentionArgs),
+    /// Replication rules: push what changes here to other registries.
+    Replication(ReplicationArgs),
     /// Copy an image, or every tag of a repository, from any registry to
     /// any other (resumable blob uploads, blobs the target has skipped).
     Copy(crate::replication::copy::CopyArgs),
@@ -71,6 +73,52 @@ pub enum Command {
     /// Rebuild a node's data directory from a backup repository alone, or
     /// put one repository back into a running cluster as it was.
     Restore(crate::backup::cli::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    #[command(subcommand)]
+    pub action: ReplicationAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicationAction {
+    /// Push every change of matching repositories to TARGET (any OCI
+    /// registry), starting with what they hold now. The leader does it.
+    Add {
+        name: String,
+        /// The target registry, http(s)://HOST[:PORT].
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// Repositories to push (a glob) [default: **].
+        #[arg(long, value_name = "GLOB")]
+        repositories: Option<String>,
+        /// Tags to push (a regular expression over the whole tag).
+        #[arg(long, value_name = "REGEX")]
+        tags: Option<String>,
+        /// Put before each repository name on the target.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Tag and manifest deletes follow.
+        #[arg(long)]
+        deletes: bool,
+        /// A file with USER:PASSWORD for the target (kept as a replicated
+        /// secret, shown masked).
+        #[arg(long, value_name = "FILE")]
+        creds_file: Option<PathBuf>,
+    },
+    /// Stop pushing to a rule's target.
+    Remove { name: String },
+    /// Every rule: target, filters, cursor.
+    List,
+    /// Lag (entries and seconds behind), bytes copied, last error and
+    /// recent failures of every rule (or one).
+    Status { name: Option<String> },
+    /// Copy everything matching again (HEAD first: only what the target
+    /// lacks moves), then follow the log.
+    Resync { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -608,6 +656,7 @@ pub fn main() -> ExitCode {
         Command::Immutable(args) => admin_command(immutable(args)),
         Command::Quota(args) => admin_command(quota(args)),
         Command::Retention(args) => admin_command(retention(args)),
+        Command::Replication(args) => admin_command(replication(args)),
         Command::Copy(args) => admin_command(crate::replication::copy::cli(args)),
         Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
         Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),
@@ -817,6 +866,79 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
         ScrubAction::Run => call(node, http::Method::POST, "/_stowage/scrub", None).await?,
         ScrubAction::Status => call(node, http::Method::GET, "/_stowage/scrub", None).await?,
     };
+    print_json(&v)
+}
+
+async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let only = match &args.action {
+        ReplicationAction::Status { name } => name.clone(),
+        _ => None,
+    };
+    let req = match args.action {
+        ReplicationAction::List | ReplicationAction::Status { .. } => None,
+        ReplicationAction::Add {
+            name,
+            target,
+            repositories,
+            tags,
+            prefix,
+            deletes,
+            creds_file,
+        } => {
+            let (username, password) = match creds_file {
+                Some(f) => {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?;
+                    let line = text.lines().next().unwrap_or("");
+                    let (u, p) = line.split_once(':').ok_or_else(|| {
+                        anyhow::anyhow!("{}: one line USER:PASSWORD", f.display())
+                    })?;
+                    (Some(u.to_owned()), Some(p.to_owned()))
+                }
+                None => (None, None),
+            };
+            Some(admin::ReplicationRequest {
+                op: "add".into(),
+                name,
+                target,
+                repositories,
+                tags,
+                prefix,
+                deletes,
+                username,
+                password,
+            })
+        }
+        ReplicationAction::Remove { name } => Some(admin::ReplicationRequest {
+            op: "remove".into(),
+            name,
+            ..Default::default()
+        }),
+        ReplicationAction::Resync { name } => Some(admin::ReplicationRequest {
+            op: "resync".into(),
+            name,
+            ..Default::default()
+        }),
+    };
+    let mut v = match req {
+        None => call(node, http::Method::GET, "/_stowage/replication", None).await?,
+        Some(r) => {
+            let body = serde_json::to_vec(&r)?;
+            call(
+                node,
+                http::Method::POST,
+                "/_stowage/replication",
+                Some(body),
+            )
+            .await?
+        }
+    };
+    if let Some(n) = only {
+        if let Some(rules) = v["rules"].as_array_mut() {
+            rules.retain(|r| r["rule"]["name"] == n.as_str());
+        }
+    }
     print_json(&v)
 }
 

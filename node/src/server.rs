@@ -364,6 +364,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )));
         }
     }
+    let replicator = Arc::new(crate::replication::push::Replicator::new(
+        store.clone(),
+        chunk_io.clone(),
+        consensus.clone(),
+        crate::cli::http_client(config.cluster_tls_ca_file.as_deref())?,
+    ));
+    workers.spawn(Arc::new(crate::replication::push::ReplicationWorker(
+        replicator.clone(),
+    )));
     let registry = Registry::new(
         settings,
         store.clone(),
@@ -372,6 +381,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         chunk_io,
         lifecycle,
         backups,
+        replicator,
     );
     workers.spawn(Arc::new(crate::disk::DiskWatch::new(store.clone())));
     workers.spawn(Arc::new(UploadExpiry {

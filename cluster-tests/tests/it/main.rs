@@ -53,3 +53,5 @@ mod t94_quotas;
 mod t95_retention;
 /// The out-of-region drill from a backup, and backups under pushes and GC.
 mod t96_backup_drill;
+/// Push replication to a Stowage node and a Distribution registry.
+mod t97_replication;

@@ -48,7 +48,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Immutable
             | Admin::Backup
             | Admin::Quotas
-            | Admin::Retention,
+            | Admin::Retention
+            | Admin::Replication,
         ) => vec![Need::Admin],
     }
 }

@@ -153,6 +153,17 @@ pub async fn admin(
             reg.change_quota(&req.namespace, quota).await?;
             admin_json(&json!({ "quotas": reg.quotas().await? }), false)
         }
+        Admin::Replication if read => {
+            admin_json(&json!({ "rules": reg.replication().await? }), head)
+        }
+        Admin::Replication if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::ReplicationRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let op = req.op.clone();
+            reg.change_replication(&op, req.into_rule()).await?;
+            admin_json(&json!({ "rules": reg.replication().await? }), false)
+        }
         Admin::Retention if read => {
             admin_json(&json!({ "rules": reg.retention_rules().await? }), head)
         }

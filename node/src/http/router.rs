@@ -82,6 +82,8 @@ pub enum Admin {
     Quotas,
     /// `/_stowage/retention`: retention rules.
     Retention,
+    /// `/_stowage/replication`: replication rules and their progress.
+    Replication,
 }
 
 impl Endpoint {
@@ -125,6 +127,7 @@ impl Endpoint {
                 Admin::Backup => "backup",
                 Admin::Quotas => "quotas",
                 Admin::Retention => "retention",
+                Admin::Replication => "replication",
             },
         }
     }
@@ -160,7 +163,8 @@ impl Admin {
             | Admin::Immutable
             | Admin::Backup
             | Admin::Quotas
-            | Admin::Retention => "GET, HEAD, POST",
+            | Admin::Retention
+            | Admin::Replication => "GET, HEAD, POST",
         }
     }
 }
@@ -189,6 +193,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/_stowage/backup" => Some(Admin::Backup),
         "/_stowage/quotas" => Some(Admin::Quotas),
         "/_stowage/retention" => Some(Admin::Retention),
+        "/_stowage/replication" => Some(Admin::Replication),
         _ => None,
     };
     if fixed.is_some() {
@@ -336,6 +341,7 @@ mod tests {
             ("/_stowage/backup".into(), Admin::Backup),
             ("/_stowage/quotas".into(), Admin::Quotas),
             ("/_stowage/retention".into(), Admin::Retention),
+            ("/_stowage/replication".into(), Admin::Replication),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stowage_storage::meta::policy::ImmutableTags;
 use stowage_storage::meta::quota::{Quota, QuotaKind, QuotaUsage};
+use stowage_storage::meta::replication::ReplicationRule;
 use stowage_storage::meta::retention::RetentionRule;
 use stowage_storage::meta::{
     BlobRecord, Command, Descriptor, ManifestRecord, Outcome, Rejection, TagExpect,
@@ -58,6 +59,7 @@ pub struct Registry {
     chunks: Arc<ChunkIo>,
     lifecycle: Arc<Lifecycle>,
     backups: Arc<crate::backup::Backups>,
+    replicator: Arc<crate::replication::push::Replicator>,
     ingest: Ingest,
     /// Upload sessions in use on this node (see `uploads::Active`).
     active_sessions: Mutex<HashMap<String, Arc<uploads::Active>>>,
@@ -138,6 +140,7 @@ impl Registry {
         chunks: Arc<ChunkIo>,
         lifecycle: Arc<Lifecycle>,
         backups: Arc<crate::backup::Backups>,
+        replicator: Arc<crate::replication::push::Replicator>,
     ) -> Arc<Self> {
         let ingest = Ingest {
             chunks: chunks.clone(),
@@ -151,6 +154,7 @@ impl Registry {
             chunks,
             lifecycle,
             backups,
+            replicator,
             ingest,
             active_sessions: Mutex::new(HashMap::new()),
             peers,
@@ -202,6 +206,41 @@ impl Registry {
 
     pub fn backups(&self) -> &Arc<crate::backup::Backups> {
         &self.backups
+    }
+
+    /// Every replication rule with its progress.
+    pub async fn replication(&self) -> Result<Vec<crate::replication::push::RuleStatus>> {
+        self.consensus.read_barrier().await?;
+        self.replicator.status()
+    }
+
+    /// Adds (or replaces) a rule, removes one, or (resync) makes one copy
+    /// everything again.
+    pub async fn change_replication(&self, op: &str, rule: ReplicationRule) -> Result<()> {
+        let cmd = match op {
+            "add" => {
+                crate::replication::push::check(&rule)?;
+                Command::PutReplication { rule, cursor: 0 }
+            }
+            "remove" => Command::RemoveReplication { name: rule.name },
+            "resync" => Command::AdvanceReplication {
+                name: rule.name,
+                index: 0,
+                reset: true,
+            },
+            other => {
+                return Err(Error::AdminRequest(format!(
+                    "op {other:?}: add, remove or resync"
+                )))
+            }
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::RuleUnknown) => {
+                Err(Error::AdminRequest("no such replication rule".into()))
+            }
+            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {

@@ -1,6 +1,8 @@
 //! Moving images between registries: a client of any OCI registry with
-//! resumable blob uploads (`client.rs`) and `stowage copy` (`copy.rs`).
+//! resumable blob uploads (`client.rs`), `stowage copy` (`copy.rs`), and
+//! push replication rules followed by the leader (`push.rs`).
 //! Restore's "put one repository back" pushes through the same client.
 
 pub mod client;
 pub mod copy;
+pub mod push;

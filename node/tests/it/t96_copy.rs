@@ -2,8 +2,7 @@
 //! tag, an index with its children), to and from a Distribution registry,
 //! and again (nothing uploaded twice).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -23,56 +22,6 @@ fn copy(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Distribution (Debian's `docker-registry`) on a loopback port.
-struct Distribution {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn distribution() -> Option<Distribution> {
-    if !tool_available("docker-registry") {
-        println!(
-            "SKIPPED: no docker-registry (Debian's Distribution): copy to Distribution not run"
-        );
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let port = stowage_cluster_tests::process::free_port();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(Distribution {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    })
 }
 
 async fn tags(url: &str, repo: &str) -> Vec<String> {
@@ -201,7 +150,9 @@ async fn copy_moves_images_between_registries_and_skips_what_the_target_has() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
     // To Distribution and back from it into a third node.
-    let Some(dist) = distribution() else { return };
+    let Some(dist) = stowage_cluster_tests::tools::Distribution::start() else {
+        return;
+    };
     copy(&[
         &format!("{}/src/app:v1", a.url),
         &format!("{}/dist/app:v1", dist.url),

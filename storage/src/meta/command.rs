@@ -9,6 +9,7 @@ use super::access::{AccessRule, Account, SigningKey};
 use super::policy::ImmutableTags;
 use super::quota::{Quota, QuotaKind};
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
+use super::replication::ReplicationRule;
 use super::retention::RetentionRule;
 use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
@@ -153,6 +154,21 @@ pub enum Command {
         tags: Vec<(Tag, Digest)>,
         now_ms: u64,
     },
+    /// Adds or replaces a replication rule, its cursor at `cursor`.
+    PutReplication {
+        rule: ReplicationRule,
+        cursor: u64,
+    },
+    RemoveReplication {
+        name: String,
+    },
+    /// A rule's changes up to `index` reached its target (or, `reset`,
+    /// start again from `index`).
+    AdvanceReplication {
+        name: String,
+        index: u64,
+        reset: bool,
+    },
 }
 
 /// What a conditional tag update expects to find.
@@ -237,6 +253,13 @@ impl std::fmt::Display for Command {
             }
             Command::RemoveRetention { repositories } => {
                 write!(f, "remove the retention rule of {repositories}")
+            }
+            Command::PutReplication { rule, .. } => {
+                write!(f, "replicate {} to {}", rule.repositories, rule.target)
+            }
+            Command::RemoveReplication { name } => write!(f, "remove replication rule {name}"),
+            Command::AdvanceReplication { name, index, .. } => {
+                write!(f, "replication {name} reached {index}")
             }
             Command::ExpireTags { repo, tags, .. } => {
                 write!(f, "expire {} tags of {repo}", tags.len())

@@ -13,6 +13,7 @@ mod gc;
 pub mod policy;
 pub mod quota;
 mod records;
+pub mod replication;
 pub mod retention;
 
 use std::collections::BTreeMap;
@@ -355,6 +356,13 @@ impl StateMachine {
             Command::AddImmutableTags { rule } => return policy::add(txn, rule),
             Command::SetQuota { quota } => return quota::set(txn, quota),
             Command::SetRetention { rule } => return retention::set(txn, rule),
+            Command::PutReplication { rule, cursor } => {
+                return replication::put(txn, rule, *cursor)
+            }
+            Command::RemoveReplication { name } => return replication::remove(txn, name),
+            Command::AdvanceReplication { name, index, reset } => {
+                return replication::advance(txn, name, *index, *reset)
+            }
             Command::RemoveRetention { repositories } => {
                 return retention::remove(txn, repositories)
             }
@@ -784,6 +792,11 @@ impl StateMachine {
     /// The immutable-tag rules.
     pub fn immutable_tags(&self) -> Result<Vec<policy::ImmutableTags>> {
         policy::list(&self.tree())
+    }
+
+    /// Every replication rule with its cursor.
+    pub fn replication_rules(&self) -> Result<Vec<(replication::ReplicationRule, u64)>> {
+        replication::all(&self.tree())
     }
 
     /// Every quota with its namespace's usage now.

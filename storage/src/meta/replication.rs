@@ -1,0 +1,110 @@
+//! Replication rules as replicated state: where to push (another registry),
+//! what (a repository glob, a tag pattern), whether deletes follow, and the
+//! cursor: the last log index whose changes reached the target, advanced
+//! through the log so it survives a restart of every node.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Outcome, Rejection};
+use super::{count, decode, encode, key, Txn};
+use crate::error::{Error, Result};
+
+pub(super) const RULE: u8 = b'Y'; // Y<name> -> ReplicationRule
+const CURSOR: u8 = b'V'; // V<name> -> u64 last log index replicated
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationRule {
+    pub name: String,
+    /// The target registry's base URL (`https://host:port`).
+    pub target: String,
+    /// Repositories to push (a glob: `*` within a component, `**` across).
+    pub repositories: String,
+    /// Tags to push (a regular expression, whole-tag match); `None`: all.
+    pub tags: Option<String>,
+    /// Put before each repository name on the target (e.g. `mirror/`).
+    pub prefix: String,
+    /// Whether tag and manifest deletes follow.
+    pub deletes: bool,
+    /// The target's account, if it needs one (a replicated secret: the
+    /// admin API shows it masked).
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl ReplicationRule {
+    pub fn check(&self) -> Result<()> {
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok_name {
+            return Err(Error::InvalidRule(
+                "a replication rule's name: 1-64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !(self.target.starts_with("http://") || self.target.starts_with("https://")) {
+            return Err(Error::InvalidRule(format!(
+                "target {:?}: an http:// or https:// registry URL",
+                self.target
+            )));
+        }
+        if self.repositories.is_empty() || self.repositories.contains('\0') {
+            return Err(Error::InvalidRule(
+                "repositories: a glob such as team/**".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rule as the admin API shows it: the password masked.
+    pub fn masked(&self) -> ReplicationRule {
+        ReplicationRule {
+            password: self.password.as_ref().map(|_| "********".into()),
+            ..self.clone()
+        }
+    }
+}
+
+pub(super) fn put(txn: &mut Txn<'_>, rule: &ReplicationRule, cursor: u64) -> Result<Outcome> {
+    rule.check()?;
+    txn.put(key(RULE, &[&rule.name]), encode(rule));
+    txn.put(key(CURSOR, &[&rule.name]), cursor.to_be_bytes().to_vec());
+    Ok(Outcome::Done)
+}
+
+pub(super) fn remove(txn: &mut Txn<'_>, name: &str) -> Result<Outcome> {
+    let k = key(RULE, &[name]);
+    if !txn.has(&k)? {
+        return Ok(Outcome::Rejected(Rejection::RuleUnknown));
+    }
+    txn.del(k);
+    txn.del(key(CURSOR, &[name]));
+    Ok(Outcome::Done)
+}
+
+/// Moves a rule's cursor; never backwards unless `reset` (a resync).
+pub(super) fn advance(txn: &mut Txn<'_>, name: &str, index: u64, reset: bool) -> Result<Outcome> {
+    if !txn.has(&key(RULE, &[name]))? {
+        return Ok(Outcome::Rejected(Rejection::RuleUnknown));
+    }
+    let ck = key(CURSOR, &[name]);
+    let now = count(txn.get(&ck)?.as_deref());
+    if reset || index > now {
+        txn.put(ck, index.to_be_bytes().to_vec());
+    }
+    Ok(Outcome::Done)
+}
+
+/// Every rule with its cursor.
+pub(super) fn all(tree: &sled::Tree) -> Result<Vec<(ReplicationRule, u64)>> {
+    tree.scan_prefix([RULE])
+        .map(|kv| {
+            let (_, v) = kv?;
+            let rule: ReplicationRule = decode("replication rules", &v)?;
+            let cursor = count(tree.get(key(CURSOR, &[&rule.name]))?.as_deref());
+            Ok((rule, cursor))
+        })
+        .collect()
+}
