@@ -150,6 +150,40 @@ impl ReplicationRequest {
     }
 }
 
+/// What `POST /_stowage/mirrors` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MirrorRequest {
+    /// `add` or `remove`.
+    pub op: String,
+    pub name: String,
+    #[serde(default)]
+    pub upstream: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub upstream_prefix: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub interval_secs: u64,
+}
+
+impl MirrorRequest {
+    pub fn into_rule(self) -> stowage_storage::meta::replication::MirrorRule {
+        stowage_storage::meta::replication::MirrorRule {
+            name: self.name,
+            upstream: self.upstream.trim_end_matches('/').to_owned(),
+            prefix: self.prefix,
+            upstream_prefix: self.upstream_prefix,
+            username: self.username,
+            password: self.password,
+            interval_secs: self.interval_secs,
+        }
+    }
+}
+
 /// What `POST /_stowage/retention` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetentionRequest {

@@ -64,6 +64,9 @@ pub enum Command {
     Retention(RetentionArgs),
     /// Replication rules: push what changes here to other registries.
     Replication(ReplicationArgs),
+    /// Pull-through mirrors: repositories under a prefix fetched from an
+    /// upstream registry when first pulled, then served from here.
+    Mirror(MirrorArgs),
     /// Copy an image, or every tag of a repository, from any registry to
     /// any other (resumable blob uploads, blobs the target has skipped).
     Copy(crate::replication::copy::CopyArgs),
@@ -73,6 +76,94 @@ pub enum Command {
     /// Rebuild a node's data directory from a backup repository alone, or
     /// put one repository back into a running cluster as it was.
     Restore(crate::backup::cli::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(subcommand)]
+    pub action: MirrorAction,
+    #[command(flatten)]
+    pub node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorAction {
+    /// Repositories PREFIX... here mirror UPSTREAM_PREFIX... of UPSTREAM,
+    /// e.g. `stowage mirror add hub --upstream https://registry-1.docker.io
+    /// --prefix hub/` serves `hub/library/alpine`.
+    Add {
+        name: String,
+        /// The upstream registry, http(s)://HOST[:PORT].
+        #[arg(long, value_name = "URL")]
+        upstream: String,
+        /// The local repository prefix, ending in / (e.g. hub/).
+        #[arg(long, value_name = "P")]
+        prefix: String,
+        /// What replaces it upstream [default: nothing].
+        #[arg(long, value_name = "P", default_value = "")]
+        upstream_prefix: String,
+        /// Refresh mirrored tags this often (0: only when pulled).
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        interval_secs: u64,
+        /// A file with USER:PASSWORD for the upstream.
+        #[arg(long, value_name = "FILE")]
+        creds_file: Option<PathBuf>,
+    },
+    Remove { name: String },
+    List,
+}
+
+/// `USER:PASSWORD` from a file's first line.
+fn creds_from(file: Option<&std::path::Path>) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let Some(f) = file else {
+        return Ok((None, None));
+    };
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    let (u, p) = line
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{}: one line USER:PASSWORD", f.display()))?;
+    Ok((Some(u.to_owned()), Some(p.to_owned())))
+}
+
+async fn mirror(args: MirrorArgs) -> anyhow::Result<()> {
+    let node = &args.node;
+    let req = match args.action {
+        MirrorAction::List => None,
+        MirrorAction::Add {
+            name,
+            upstream,
+            prefix,
+            upstream_prefix,
+            interval_secs,
+            creds_file,
+        } => {
+            let (username, password) = creds_from(creds_file.as_deref())?;
+            Some(admin::MirrorRequest {
+                op: "add".into(),
+                name,
+                upstream,
+                prefix,
+                upstream_prefix,
+                username,
+                password,
+                interval_secs,
+            })
+        }
+        MirrorAction::Remove { name } => Some(admin::MirrorRequest {
+            op: "remove".into(),
+            name,
+            ..Default::default()
+        }),
+    };
+    let v = match req {
+        None => call(node, http::Method::GET, "/_stowage/mirrors", None).await?,
+        Some(r) => {
+            let body = serde_json::to_vec(&r)?;
+            call(node, http::Method::POST, "/_stowage/mirrors", Some(body)).await?
+        }
+    };
+    print_json(&v)
 }
 
 #[derive(Debug, Args)]
@@ -657,6 +748,7 @@ pub fn main() -> ExitCode {
         Command::Quota(args) => admin_command(quota(args)),
         Command::Retention(args) => admin_command(retention(args)),
         Command::Replication(args) => admin_command(replication(args)),
+        Command::Mirror(args) => admin_command(mirror(args)),
         Command::Copy(args) => admin_command(crate::replication::copy::cli(args)),
         Command::Backup(args) => admin_command(crate::backup::cli::backup(args)),
         Command::Restore(args) => admin_command(crate::backup::cli::restore(args)),

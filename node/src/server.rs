@@ -384,6 +384,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         replicator,
     );
     workers.spawn(Arc::new(crate::disk::DiskWatch::new(store.clone())));
+    workers.spawn(Arc::new(crate::replication::mirror::MirrorWorker::new(
+        registry.clone(),
+    )));
     workers.spawn(Arc::new(UploadExpiry {
         registry: registry.clone(),
         interval: Duration::from_secs(config.sweep_interval_secs),

@@ -49,7 +49,8 @@ pub fn needs(endpoint: &Endpoint, method: &Method, query: &Query) -> Vec<Need> {
             | Admin::Backup
             | Admin::Quotas
             | Admin::Retention
-            | Admin::Replication,
+            | Admin::Replication
+            | Admin::Mirrors,
         ) => vec![Need::Admin],
     }
 }

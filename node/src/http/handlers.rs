@@ -164,6 +164,24 @@ pub async fn admin(
             reg.change_replication(&op, req.into_rule()).await?;
             admin_json(&json!({ "rules": reg.replication().await? }), false)
         }
+        Admin::Mirrors if read => {
+            let rules: Vec<_> = reg.mirrors()?.iter().map(|m| m.masked()).collect();
+            admin_json(&json!({ "mirrors": rules }), head)
+        }
+        Admin::Mirrors if method == Method::POST => {
+            let bytes = read_capped(body, ADMIN_BODY_LIMIT_BYTES).await?;
+            let req: crate::admin::MirrorRequest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::AdminRequest(e.to_string()))?;
+            let name = req.name.clone();
+            let rule = match req.op.as_str() {
+                "add" => Some(req.into_rule()),
+                "remove" => None,
+                other => return Err(Error::AdminRequest(format!("op {other:?}: add or remove"))),
+            };
+            reg.change_mirror(&name, rule).await?;
+            let rules: Vec<_> = reg.mirrors()?.iter().map(|m| m.masked()).collect();
+            admin_json(&json!({ "mirrors": rules }), false)
+        }
         Admin::Retention if read => {
             admin_json(&json!({ "rules": reg.retention_rules().await? }), head)
         }

@@ -84,6 +84,8 @@ pub enum Admin {
     Retention,
     /// `/_stowage/replication`: replication rules and their progress.
     Replication,
+    /// `/_stowage/mirrors`: pull-through mirror rules.
+    Mirrors,
 }
 
 impl Endpoint {
@@ -128,6 +130,7 @@ impl Endpoint {
                 Admin::Quotas => "quotas",
                 Admin::Retention => "retention",
                 Admin::Replication => "replication",
+                Admin::Mirrors => "mirrors",
             },
         }
     }
@@ -164,7 +167,8 @@ impl Admin {
             | Admin::Backup
             | Admin::Quotas
             | Admin::Retention
-            | Admin::Replication => "GET, HEAD, POST",
+            | Admin::Replication
+            | Admin::Mirrors => "GET, HEAD, POST",
         }
     }
 }
@@ -194,6 +198,7 @@ fn route_admin(path: &str) -> Result<Option<Admin>> {
         "/_stowage/quotas" => Some(Admin::Quotas),
         "/_stowage/retention" => Some(Admin::Retention),
         "/_stowage/replication" => Some(Admin::Replication),
+        "/_stowage/mirrors" => Some(Admin::Mirrors),
         _ => None,
     };
     if fixed.is_some() {
@@ -342,6 +347,7 @@ mod tests {
             ("/_stowage/quotas".into(), Admin::Quotas),
             ("/_stowage/retention".into(), Admin::Retention),
             ("/_stowage/replication".into(), Admin::Replication),
+            ("/_stowage/mirrors".into(), Admin::Mirrors),
             (
                 "/_stowage/users".into(),
                 Admin::Accounts {

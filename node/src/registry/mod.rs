@@ -305,9 +305,82 @@ impl Registry {
     // ---- blobs ----
 
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobRecord> {
-        self.read_through(|| Ok(self.store.meta.blob_in_repo(repo, digest)?))
-            .await?
-            .ok_or_else(|| Error::BlobUnknown(digest.clone()))
+        let found = self
+            .read_through(|| Ok(self.store.meta.blob_in_repo(repo, digest)?))
+            .await?;
+        if let Some(b) = found {
+            return Ok(b);
+        }
+        // A pull-through mirror fetches what it lacks.
+        if let Some((rule, up)) = crate::replication::mirror::rule_for(self, repo)? {
+            crate::replication::mirror::pull_one_blob(self, &rule, &up, repo, digest).await?;
+            if let Some(b) = self.store.meta.blob_in_repo(repo, digest)? {
+                return Ok(b);
+            }
+        }
+        Err(Error::BlobUnknown(digest.clone()))
+    }
+
+    /// Whether `repo` holds the blob on this node's view (no barrier).
+    pub fn has_blob_here(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.store.meta.blob_in_repo(repo, digest)?.is_some())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.consensus.raft().is_leader()
+    }
+
+    pub fn replication_client(&self) -> crate::cli::HttpClient {
+        self.replicator.client()
+    }
+
+    /// The pull-through mirror rules.
+    pub fn mirrors(&self) -> Result<Vec<stowage_storage::meta::replication::MirrorRule>> {
+        Ok(self.store.meta.mirrors()?)
+    }
+
+    /// Adds (or replaces) a mirror rule, or (`None`) removes one.
+    pub async fn change_mirror(
+        &self,
+        name: &str,
+        rule: Option<stowage_storage::meta::replication::MirrorRule>,
+    ) -> Result<()> {
+        let cmd = match rule {
+            Some(rule) => {
+                rule.check().map_err(|e| Error::AdminRequest(e.to_string()))?;
+                Command::PutMirror { rule }
+            }
+            None => Command::RemoveMirror { name: name.to_owned() },
+        };
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::RuleUnknown) => {
+                Err(Error::AdminRequest(format!("no mirror {name}")))
+            }
+            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
+        }
+    }
+
+    /// Repositories whose names start with `prefix`.
+    pub fn repositories_under(&self, prefix: &str) -> Result<Vec<RepoName>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (repos, more) = self.store.meta.repositories(after.as_deref(), 1000)?;
+            out.extend(repos.iter().filter(|r| r.as_str().starts_with(prefix)).cloned());
+            if !more {
+                return Ok(out);
+            }
+            after = repos.last().map(|r| r.to_string());
+        }
+    }
+
+    pub fn local_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
+        Ok(self.store.meta.tags(repo, None, usize::MAX)?.0)
+    }
+
+    pub fn local_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        Ok(self.store.meta.tag(repo, tag)?)
     }
 
     /// Streams bytes `start..end` of a blob, after checking every chunk
@@ -482,6 +555,22 @@ impl Registry {
     /// Finds a manifest by tag or digest. Tags always go through the read
     /// barrier, since a tag can move; digests only on a miss.
     pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<FoundManifest> {
+        match self.manifest_here(repo, reference).await {
+            Err(Error::ManifestUnknown) => {
+                // A pull-through mirror fetches what it lacks.
+                let Some((rule, up)) = crate::replication::mirror::rule_for(self, repo)? else {
+                    return Err(Error::ManifestUnknown);
+                };
+                if !crate::replication::mirror::pull_manifest(self, &rule, &up, repo, reference).await? {
+                    return Err(Error::ManifestUnknown);
+                }
+                self.manifest_here(repo, reference).await
+            }
+            other => other,
+        }
+    }
+
+    async fn manifest_here(&self, repo: &RepoName, reference: &Reference) -> Result<FoundManifest> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => {

@@ -299,6 +299,20 @@ impl Remote {
         Ok(status.is_success())
     }
 
+    /// A blob's size (its `Content-Length`), or `None` if there is none.
+    pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let (status, headers, _) = self
+            .send(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"), &[], Bytes::new())
+            .await?;
+        if !status.is_success() {
+            return Ok(None);
+        }
+        Ok(headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// A range of a blob's bytes.
     pub async fn blob_range(
         &self,

@@ -151,6 +151,11 @@ impl Replicator {
         }
     }
 
+    /// The HTTP client replication and mirrors share.
+    pub fn client(&self) -> crate::cli::HttpClient {
+        self.client.clone()
+    }
+
     /// Every rule with its cursor, lag and this node's record of its work.
     pub fn status(&self) -> Result<Vec<RuleStatus>> {
         let applied = self.consensus.metrics().last_applied.map_or(0, |l| l.index);

@@ -9,7 +9,7 @@ use super::access::{AccessRule, Account, SigningKey};
 use super::policy::ImmutableTags;
 use super::quota::{Quota, QuotaKind};
 use super::records::{ChunkRef, Descriptor, ManifestRecord};
-use super::replication::ReplicationRule;
+use super::replication::{MirrorRule, ReplicationRule};
 use super::retention::RetentionRule;
 use crate::types::{AccountName, ChunkId, Digest, NodeId, RepoName, Tag};
 
@@ -169,6 +169,13 @@ pub enum Command {
         index: u64,
         reset: bool,
     },
+    /// Adds or replaces a pull-through mirror rule.
+    PutMirror {
+        rule: MirrorRule,
+    },
+    RemoveMirror {
+        name: String,
+    },
 }
 
 /// What a conditional tag update expects to find.
@@ -258,6 +265,8 @@ impl std::fmt::Display for Command {
                 write!(f, "replicate {} to {}", rule.repositories, rule.target)
             }
             Command::RemoveReplication { name } => write!(f, "remove replication rule {name}"),
+            Command::PutMirror { rule } => write!(f, "mirror {} as {}", rule.upstream, rule.prefix),
+            Command::RemoveMirror { name } => write!(f, "remove mirror {name}"),
             Command::AdvanceReplication { name, index, .. } => {
                 write!(f, "replication {name} reached {index}")
             }

@@ -360,6 +360,8 @@ impl StateMachine {
                 return replication::put(txn, rule, *cursor)
             }
             Command::RemoveReplication { name } => return replication::remove(txn, name),
+            Command::PutMirror { rule } => return replication::put_mirror(txn, rule),
+            Command::RemoveMirror { name } => return replication::remove_mirror(txn, name),
             Command::AdvanceReplication { name, index, reset } => {
                 return replication::advance(txn, name, *index, *reset)
             }
@@ -797,6 +799,11 @@ impl StateMachine {
     /// Every replication rule with its cursor.
     pub fn replication_rules(&self) -> Result<Vec<(replication::ReplicationRule, u64)>> {
         replication::all(&self.tree())
+    }
+
+    /// Every pull-through mirror rule.
+    pub fn mirrors(&self) -> Result<Vec<replication::MirrorRule>> {
+        replication::mirrors(&self.tree())
     }
 
     /// Every quota with its namespace's usage now.

@@ -108,3 +108,82 @@ pub(super) fn all(tree: &sled::Tree) -> Result<Vec<(ReplicationRule, u64)>> {
         })
         .collect()
 }
+
+pub(super) const MIRROR: u8 = b'S'; // S<name> -> MirrorRule
+
+/// Pull mode: repositories under `prefix` here mirror those under
+/// `upstream_prefix` of `upstream`. A pull of something missing fetches it
+/// from the upstream and stores it as ordinary replicated content; every
+/// `interval_secs` the leader refreshes the tags already mirrored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorRule {
+    pub name: String,
+    pub upstream: String,
+    /// Local repository name prefix, e.g. `hub/` (`hub/library/alpine`).
+    pub prefix: String,
+    /// Put in its place upstream, e.g. `` or `library/`.
+    pub upstream_prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// 0: refresh only on demand.
+    pub interval_secs: u64,
+}
+
+impl MirrorRule {
+    pub fn check(&self) -> Result<()> {
+        let as_replication = ReplicationRule {
+            name: self.name.clone(),
+            target: self.upstream.clone(),
+            repositories: "**".into(),
+            tags: None,
+            prefix: String::new(),
+            deletes: false,
+            username: None,
+            password: None,
+        };
+        as_replication.check()?;
+        if self.prefix.is_empty() || !self.prefix.ends_with('/') {
+            return Err(Error::InvalidRule(
+                "a mirror's prefix is a repository path ending in /, e.g. hub/".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The upstream repository a local one mirrors, if it is under the
+    /// prefix.
+    pub fn upstream_repo(&self, local: &str) -> Option<String> {
+        local
+            .strip_prefix(&self.prefix)
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| format!("{}{rest}", self.upstream_prefix))
+    }
+
+    pub fn masked(&self) -> MirrorRule {
+        MirrorRule {
+            password: self.password.as_ref().map(|_| "********".into()),
+            ..self.clone()
+        }
+    }
+}
+
+pub(super) fn put_mirror(txn: &mut Txn<'_>, rule: &MirrorRule) -> Result<Outcome> {
+    rule.check()?;
+    txn.put(key(MIRROR, &[&rule.name]), encode(rule));
+    Ok(Outcome::Done)
+}
+
+pub(super) fn remove_mirror(txn: &mut Txn<'_>, name: &str) -> Result<Outcome> {
+    let k = key(MIRROR, &[name]);
+    if !txn.has(&k)? {
+        return Ok(Outcome::Rejected(Rejection::RuleUnknown));
+    }
+    txn.del(k);
+    Ok(Outcome::Done)
+}
+
+pub(super) fn mirrors(tree: &sled::Tree) -> Result<Vec<MirrorRule>> {
+    tree.scan_prefix([MIRROR])
+        .map(|kv| decode("mirror rules", &kv?.1))
+        .collect()
+}
