@@ -109,7 +109,9 @@ pub enum MirrorAction {
         #[arg(long, value_name = "FILE")]
         creds_file: Option<PathBuf>,
     },
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
     List,
 }
 

@@ -55,3 +55,5 @@ mod t95_retention;
 mod t96_backup_drill;
 /// Push replication to a Stowage node and a Distribution registry.
 mod t97_replication;
+/// Pull mode: a pull-through mirror of a Distribution upstream.
+mod t98_mirror;

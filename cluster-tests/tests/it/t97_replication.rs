@@ -168,7 +168,9 @@ async fn pushes_tag_moves_and_deletes_reach_the_targets_and_the_cursor_survives_
     target.kill9();
     let (three, _) = push_image(&c, &u1, "app/three", "v1", 6, &[1000]).await;
     // The leader replicates, and its status has the errors.
-    let worker = status(&c, &u1, "to-stowage").await["worker_node"].as_u64().unwrap();
+    let worker = status(&c, &u1, "to-stowage").await["worker_node"]
+        .as_u64()
+        .unwrap();
     let wurl = cluster.url(worker);
     eventually("the rule reports its target down", LIMIT, || async {
         let s = status(&c, &wurl, "to-stowage").await;

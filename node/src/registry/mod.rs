@@ -347,10 +347,13 @@ impl Registry {
     ) -> Result<()> {
         let cmd = match rule {
             Some(rule) => {
-                rule.check().map_err(|e| Error::AdminRequest(e.to_string()))?;
+                rule.check()
+                    .map_err(|e| Error::AdminRequest(e.to_string()))?;
                 Command::PutMirror { rule }
             }
-            None => Command::RemoveMirror { name: name.to_owned() },
+            None => Command::RemoveMirror {
+                name: name.to_owned(),
+            },
         };
         match self.propose(cmd).await? {
             Outcome::Done => Ok(()),
@@ -367,7 +370,12 @@ impl Registry {
         let mut after: Option<String> = None;
         loop {
             let (repos, more) = self.store.meta.repositories(after.as_deref(), 1000)?;
-            out.extend(repos.iter().filter(|r| r.as_str().starts_with(prefix)).cloned());
+            out.extend(
+                repos
+                    .iter()
+                    .filter(|r| r.as_str().starts_with(prefix))
+                    .cloned(),
+            );
             if !more {
                 return Ok(out);
             }
@@ -561,7 +569,9 @@ impl Registry {
                 let Some((rule, up)) = crate::replication::mirror::rule_for(self, repo)? else {
                     return Err(Error::ManifestUnknown);
                 };
-                if !crate::replication::mirror::pull_manifest(self, &rule, &up, repo, reference).await? {
+                if !crate::replication::mirror::pull_manifest(self, &rule, &up, repo, reference)
+                    .await?
+                {
                     return Err(Error::ManifestUnknown);
                 }
                 self.manifest_here(repo, reference).await

@@ -302,7 +302,12 @@ impl Remote {
     /// A blob's size (its `Content-Length`), or `None` if there is none.
     pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
         let (status, headers, _) = self
-            .send(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"), &[], Bytes::new())
+            .send(
+                Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &[],
+                Bytes::new(),
+            )
             .await?;
         if !status.is_success() {
             return Ok(None);

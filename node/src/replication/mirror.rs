@@ -41,7 +41,12 @@ pub fn rule_for(reg: &Registry, repo: &RepoName) -> Result<Option<(MirrorRule, S
 type Frames = Pin<Box<dyn Stream<Item = std::result::Result<Frame<Bytes>, Error>> + Send>>;
 
 /// An upstream blob as a request body, read in pieces.
-fn upstream_body(remote: Arc<Remote>, repo: String, digest: String, size: u64) -> StreamBody<Frames> {
+fn upstream_body(
+    remote: Arc<Remote>,
+    repo: String,
+    digest: String,
+    size: u64,
+) -> StreamBody<Frames> {
     let s = futures_util::stream::unfold(0u64, move |offset| {
         let (remote, repo, digest) = (remote.clone(), repo.clone(), digest.clone());
         async move {
@@ -54,7 +59,12 @@ fn upstream_body(remote: Arc<Remote>, repo: String, digest: String, size: u64) -
                     let next = offset + b.len() as u64;
                     Some((Ok(Frame::data(b)), next))
                 }
-                Ok(_) => Some((Err(Error::Remote(format!("{digest}: the upstream sent no bytes at {offset}"))), size)),
+                Ok(_) => Some((
+                    Err(Error::Remote(format!(
+                        "{digest}: the upstream sent no bytes at {offset}"
+                    ))),
+                    size,
+                )),
                 Err(e) => Some((Err(e), size)),
             }
         }
@@ -63,7 +73,14 @@ fn upstream_body(remote: Arc<Remote>, repo: String, digest: String, size: u64) -
 }
 
 /// Stores one upstream blob here unless the repository has it.
-async fn pull_blob(reg: &Registry, remote: &Arc<Remote>, up_repo: &str, repo: &RepoName, digest: &str, size: Option<u64>) -> Result<()> {
+async fn pull_blob(
+    reg: &Registry,
+    remote: &Arc<Remote>,
+    up_repo: &str,
+    repo: &RepoName,
+    digest: &str,
+    size: Option<u64>,
+) -> Result<()> {
     let d = Digest::parse(digest).map_err(Error::from_parse)?;
     if reg.has_blob_here(repo, &d)? {
         return Ok(());
@@ -82,7 +99,13 @@ async fn pull_blob(reg: &Registry, remote: &Arc<Remote>, up_repo: &str, repo: &R
 /// Fetches `reference` of the mirrored `repo` from the upstream: children
 /// and blobs first, then the manifest under the same reference. Returns
 /// whether the upstream had it.
-pub async fn pull_manifest(reg: &Registry, rule: &MirrorRule, up_repo: &str, repo: &RepoName, reference: &Reference) -> Result<bool> {
+pub async fn pull_manifest(
+    reg: &Registry,
+    rule: &MirrorRule,
+    up_repo: &str,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<bool> {
     let remote = Arc::new(remote(reg, rule));
     let Some((media_type, bytes)) = remote.manifest(up_repo, &reference.to_string()).await? else {
         return Ok(false);
@@ -90,19 +113,39 @@ pub async fn pull_manifest(reg: &Registry, rule: &MirrorRule, up_repo: &str, rep
     for (digest, size, is_manifest) in descriptors(&bytes) {
         if is_manifest {
             let d = Digest::parse(&digest).map_err(Error::from_parse)?;
-            Box::pin(pull_manifest(reg, rule, up_repo, repo, &Reference::Digest(d))).await?;
+            Box::pin(pull_manifest(
+                reg,
+                rule,
+                up_repo,
+                repo,
+                &Reference::Digest(d),
+            ))
+            .await?;
         } else {
             pull_blob(reg, &remote, up_repo, repo, &digest, Some(size)).await?;
         }
     }
-    reg.put_manifest(repo, reference, Vec::new(), Some(&media_type), bytes.to_vec(), None)
-        .await?;
+    reg.put_manifest(
+        repo,
+        reference,
+        Vec::new(),
+        Some(&media_type),
+        bytes.to_vec(),
+        None,
+    )
+    .await?;
     tracing::info!(mirror = %rule.name, %repo, %reference, "pulled through from the upstream");
     Ok(true)
 }
 
 /// Fetches one blob a client asked for by digest.
-pub async fn pull_one_blob(reg: &Registry, rule: &MirrorRule, up_repo: &str, repo: &RepoName, digest: &Digest) -> Result<()> {
+pub async fn pull_one_blob(
+    reg: &Registry,
+    rule: &MirrorRule,
+    up_repo: &str,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<()> {
     let remote = Arc::new(remote(reg, rule));
     pull_blob(reg, &remote, up_repo, repo, digest.as_str(), None).await
 }
@@ -127,9 +170,13 @@ impl MirrorWorker {
         let remote = remote(reg, rule);
         let mut moved = 0;
         for repo in reg.repositories_under(&rule.prefix)? {
-            let Some(up_repo) = rule.upstream_repo(repo.as_str()) else { continue };
+            let Some(up_repo) = rule.upstream_repo(repo.as_str()) else {
+                continue;
+            };
             for tag in reg.local_tags(&repo)? {
-                let Some((_, bytes)) = remote.manifest(&up_repo, tag.as_str()).await? else { continue };
+                let Some((_, bytes)) = remote.manifest(&up_repo, tag.as_str()).await? else {
+                    continue;
+                };
                 let upstream = Digest::of(stowage_storage::types::DigestAlgorithm::Sha256, &bytes);
                 if reg.local_tag(&repo, &tag)?.as_ref() != Some(&upstream) {
                     pull_manifest(reg, rule, &up_repo, &repo, &Reference::Tag(tag.clone())).await?;
@@ -152,14 +199,23 @@ impl Worker for MirrorWorker {
 
     async fn step(&self) -> Result<Step> {
         if !self.registry.is_leader() {
-            return Ok(Step::Idle("not the leader; the leader refreshes mirrors".into()));
+            return Ok(Step::Idle(
+                "not the leader; the leader refreshes mirrors".into(),
+            ));
         }
         let now = now_ms();
         let mut refreshed = 0;
-        for rule in self.registry.mirrors()?.into_iter().filter(|r| r.interval_secs > 0) {
+        let mut failed = Vec::new();
+        for rule in self
+            .registry
+            .mirrors()?
+            .into_iter()
+            .filter(|r| r.interval_secs > 0)
+        {
             let due = {
                 let last = self.last_run.lock().unwrap_or_else(|e| e.into_inner());
-                last.get(&rule.name).is_none_or(|t| t + rule.interval_secs * 1000 <= now)
+                last.get(&rule.name)
+                    .is_none_or(|t| t + rule.interval_secs * 1000 <= now)
             };
             if !due {
                 continue;
@@ -168,7 +224,14 @@ impl Worker for MirrorWorker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(rule.name.clone(), now);
-            refreshed += self.refresh(&rule).await?;
+            // An upstream that is down must not hold back the others.
+            match self.refresh(&rule).await {
+                Ok(n) => refreshed += n,
+                Err(e) => failed.push(format!("{}: {e}", rule.name)),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::Remote(failed.join("; ")));
         }
         Ok(Step::Idle(format!("{refreshed} mirrored tags refreshed")))
     }
