@@ -480,6 +480,7 @@ impl Remote {
             // Where is the target now? Resume there (or anew if it lost it).
             match self.upload_offset(&location).await {
                 Ok(Some(at)) if at <= size => {
+                    tracing::warn!(%digest, sent_to = offset, target_at = at, "resuming the upload where the target is");
                     if at != offset {
                         progress(at.saturating_sub(offset));
                     }
