@@ -163,6 +163,27 @@ async fn pushes_tag_moves_and_deletes_reach_the_targets_and_the_cursor_survives_
         );
     }
 
+    // A layer the target already holds in another repository is mounted
+    // there, not sent again.
+    let worker = status(&c, &u1, "to-stowage").await["worker_node"]
+        .as_u64()
+        .unwrap();
+    let (sa, _) = push_image(&c, &u1, "app/shared-a", "v1", 50, &[3 << 20]).await;
+    shows(&target.url, "app/shared-a", "v1", &sa).await;
+    let copied = status(&c, &cluster.url(worker), "to-stowage").await["bytes_copied"]
+        .as_u64()
+        .unwrap();
+    let (sb, _) = push_image(&c, &u1, "app/shared-b", "v1", 50, &[3 << 20]).await;
+    shows(&target.url, "app/shared-b", "v1", &sb).await;
+    let more = status(&c, &cluster.url(worker), "to-stowage").await["bytes_copied"]
+        .as_u64()
+        .unwrap()
+        - copied;
+    assert!(
+        more < 1 << 20,
+        "the shared layer was sent again ({more} bytes)"
+    );
+
     // The target goes away: pushes to the cluster go on; the rule says
     // what is wrong and catches up when the target is back.
     target.kill9();

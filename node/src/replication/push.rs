@@ -68,7 +68,13 @@ pub struct Replicator {
     consensus: Arc<Consensus>,
     client: crate::cli::HttpClient,
     progress: Mutex<HashMap<String, Progress>>,
+    /// Per rule, the target repository each blob was last pushed to, so a
+    /// blob shared by repositories is mounted there instead of sent again.
+    placed: Mutex<HashMap<(String, Digest), String>>,
 }
+
+/// Blobs `placed` remembers before it starts over.
+const PLACED_KEPT: usize = 100_000;
 
 struct LocalBlob<'a> {
     chunks: &'a Arc<ChunkIo>,
@@ -148,6 +154,7 @@ impl Replicator {
             consensus,
             client,
             progress: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -226,6 +233,8 @@ impl Replicator {
         }
         let target_ref = &target;
         let chunks = &self.chunks;
+        let placed = &self.placed;
+        let name = &rule.name;
         let copied: Vec<u64> = stream::iter(blobs)
             .map(move |(d, rec)| async move {
                 let source = LocalBlob {
@@ -234,10 +243,29 @@ impl Replicator {
                     holders: &rec.holders,
                 };
                 let noop = |_: u64| {};
-                match remote
-                    .push_blob(target_ref, d.as_str(), rec.size, None, &source, &noop)
-                    .await?
-                {
+                let key = (name.clone(), d.clone());
+                let from = placed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .cloned();
+                let pushed = remote
+                    .push_blob(
+                        target_ref,
+                        d.as_str(),
+                        rec.size,
+                        from.as_deref(),
+                        &source,
+                        &noop,
+                    )
+                    .await?;
+                let mut map = placed.lock().unwrap_or_else(|e| e.into_inner());
+                if map.len() >= PLACED_KEPT {
+                    map.clear();
+                }
+                map.insert(key, target_ref.clone());
+                drop(map);
+                match pushed {
                     Pushed::Uploaded { bytes, .. } => Ok::<_, Error>(bytes),
                     _ => Ok(0),
                 }

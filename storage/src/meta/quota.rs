@@ -178,7 +178,11 @@ pub(super) fn release_link(
 /// is new (a limit under the current usage admits nothing new until usage
 /// falls under it).
 pub(super) fn set(txn: &mut Txn<'_>, quota: &Quota) -> Result<Outcome> {
-    let q = Quota::new(&quota.namespace, quota.max_bytes, quota.max_repositories)?;
+    // The node checks a quota before proposing it; one that does not
+    // check out is refused here, never an apply failure.
+    let Ok(q) = Quota::new(&quota.namespace, quota.max_bytes, quota.max_repositories) else {
+        return Ok(Outcome::Rejected(Rejection::Malformed));
+    };
     let qk = key(QUOTA, &[&q.namespace]);
     if !txn.has(&qk)? {
         let mut bytes = 0u64;

@@ -68,7 +68,9 @@ impl ReplicationRule {
 }
 
 pub(super) fn put(txn: &mut Txn<'_>, rule: &ReplicationRule, cursor: u64) -> Result<Outcome> {
-    rule.check()?;
+    if rule.check().is_err() {
+        return Ok(Outcome::Rejected(Rejection::Malformed));
+    }
     txn.put(key(RULE, &[&rule.name]), encode(rule));
     txn.put(key(CURSOR, &[&rule.name]), cursor.to_be_bytes().to_vec());
     Ok(Outcome::Done)
@@ -168,7 +170,9 @@ impl MirrorRule {
 }
 
 pub(super) fn put_mirror(txn: &mut Txn<'_>, rule: &MirrorRule) -> Result<Outcome> {
-    rule.check()?;
+    if rule.check().is_err() {
+        return Ok(Outcome::Rejected(Rejection::Malformed));
+    }
     txn.put(key(MIRROR, &[&rule.name]), encode(rule));
     Ok(Outcome::Done)
 }

@@ -82,7 +82,9 @@ impl RetentionRule {
 }
 
 pub(super) fn set(txn: &mut Txn<'_>, rule: &RetentionRule) -> Result<Outcome> {
-    rule.check()?;
+    if rule.check().is_err() {
+        return Ok(Outcome::Rejected(Rejection::Malformed));
+    }
     txn.put(rule.key(), encode(rule));
     Ok(Outcome::Done)
 }

@@ -1062,3 +1062,102 @@ fn retention_keeps_the_newest_the_recent_and_the_named_and_rechecks_in_apply() {
     };
     assert!(bad.check().is_err());
 }
+
+#[test]
+fn replication_rules_and_mirrors_are_replicated_state_with_a_forward_cursor() {
+    use super::replication::{MirrorRule, ReplicationRule};
+    let (_d, sm) = sm();
+    let rule = ReplicationRule {
+        name: "to-eu".into(),
+        target: "https://eu.example".into(),
+        repositories: "prod/**".into(),
+        tags: Some("v.*".into()),
+        prefix: "mirror/".into(),
+        deletes: true,
+        username: Some("robot".into()),
+        password: Some("secret".into()),
+    };
+    let put = Command::PutReplication {
+        rule: rule.clone(),
+        cursor: 0,
+    };
+    assert_eq!(sm.apply(&put, b"m").unwrap(), Outcome::Done);
+    let advance = |index, reset| Command::AdvanceReplication {
+        name: "to-eu".into(),
+        index,
+        reset,
+    };
+    sm.apply(&advance(40, false), b"m").unwrap();
+    sm.apply(&advance(30, false), b"m").unwrap();
+    assert_eq!(
+        sm.replication_rules().unwrap(),
+        vec![(rule.clone(), 40)],
+        "never backwards"
+    );
+    sm.apply(&advance(0, true), b"m").unwrap();
+    assert_eq!(
+        sm.replication_rules().unwrap()[0].1,
+        0,
+        "a resync resets it"
+    );
+    assert_eq!(rule.masked().password.as_deref(), Some("********"));
+    let bad = ReplicationRule {
+        target: "ftp://x".into(),
+        ..rule.clone()
+    };
+    assert_eq!(
+        sm.apply(
+            &Command::PutReplication {
+                rule: bad,
+                cursor: 0
+            },
+            b"m"
+        )
+        .unwrap(),
+        Outcome::Rejected(Rejection::Malformed),
+        "a bad rule is refused in apply, never an apply failure"
+    );
+    let mirror = MirrorRule {
+        name: "hub".into(),
+        upstream: "https://registry-1.docker.io".into(),
+        prefix: "hub/".into(),
+        upstream_prefix: "library/".into(),
+        username: None,
+        password: None,
+        interval_secs: 300,
+    };
+    assert_eq!(
+        mirror.upstream_repo("hub/alpine").as_deref(),
+        Some("library/alpine")
+    );
+    assert_eq!(mirror.upstream_repo("hubx/alpine"), None);
+    assert_eq!(mirror.upstream_repo("hub/"), None);
+    sm.apply(
+        &Command::PutMirror {
+            rule: mirror.clone(),
+        },
+        b"m",
+    )
+    .unwrap();
+    sm.apply(&advance(12, false), b"m").unwrap();
+    let mut snap = Vec::new();
+    sm.export(&mut snap).unwrap();
+    let (_d2, other) = self::sm();
+    other.import(&mut snap.as_slice()).unwrap();
+    assert_eq!(other.replication_rules().unwrap(), vec![(rule, 12)]);
+    assert_eq!(other.mirrors().unwrap(), vec![mirror]);
+    assert_eq!(
+        sm.apply(
+            &Command::RemoveReplication {
+                name: "to-eu".into()
+            },
+            b"m"
+        )
+        .unwrap(),
+        Outcome::Done
+    );
+    assert!(matches!(
+        sm.apply(&advance(50, false), b"m").unwrap(),
+        Outcome::Rejected(Rejection::RuleUnknown)
+    ));
+}
