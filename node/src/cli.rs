@@ -158,13 +158,7 @@ async fn mirror(args: MirrorArgs) -> anyhow::Result<()> {
             ..Default::default()
         }),
     };
-    let v = match req {
-        None => call(node, http::Method::GET, "/_stowage/mirrors", None).await?,
-        Some(r) => {
-            let body = serde_json::to_vec(&r)?;
-            call(node, http::Method::POST, "/_stowage/mirrors", Some(body)).await?
-        }
-    };
+    let v = list_or_change(node, "/_stowage/mirrors", req).await?;
     print_json(&v)
 }
 
@@ -931,6 +925,26 @@ async fn members(args: MembersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET` an admin list, or `POST` a change to it (which answers the list).
+async fn list_or_change<T: serde::Serialize>(
+    node: &NodeArg,
+    path: &str,
+    change: Option<T>,
+) -> anyhow::Result<serde_json::Value> {
+    match change {
+        None => call(node, http::Method::GET, path, None).await,
+        Some(r) => {
+            call(
+                node,
+                http::Method::POST,
+                path,
+                Some(serde_json::to_vec(&r)?),
+            )
+            .await
+        }
+    }
+}
+
 /// Prints an admin answer: pretty JSON, which is also what `--json` asks
 /// for (these reports are nested; a table would hide the detail).
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
@@ -1015,19 +1029,7 @@ async fn replication(args: ReplicationArgs) -> anyhow::Result<()> {
             ..Default::default()
         }),
     };
-    let mut v = match req {
-        None => call(node, http::Method::GET, "/_stowage/replication", None).await?,
-        Some(r) => {
-            let body = serde_json::to_vec(&r)?;
-            call(
-                node,
-                http::Method::POST,
-                "/_stowage/replication",
-                Some(body),
-            )
-            .await?
-        }
-    };
+    let mut v = list_or_change(node, "/_stowage/replication", req).await?;
     if let Some(n) = only {
         if let Some(rules) = v["rules"].as_array_mut() {
             rules.retain(|r| r["rule"]["name"] == n.as_str());
@@ -1063,13 +1065,7 @@ async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
             untagged_after_secs: None,
         }),
     };
-    let v = match req {
-        None => call(node, http::Method::GET, "/_stowage/retention", None).await?,
-        Some(r) => {
-            let body = serde_json::to_vec(&r)?;
-            call(node, http::Method::POST, "/_stowage/retention", Some(body)).await?
-        }
-    };
+    let v = list_or_change(node, "/_stowage/retention", req).await?;
     print_json(&v)
 }
 
@@ -1094,13 +1090,7 @@ async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
             max_repositories: None,
         }),
     };
-    let v = match req {
-        None => call(node, http::Method::GET, "/_stowage/quotas", None).await?,
-        Some(r) => {
-            let body = serde_json::to_vec(&r)?;
-            call(node, http::Method::POST, "/_stowage/quotas", Some(body)).await?
-        }
-    };
+    let v = list_or_change(node, "/_stowage/quotas", req).await?;
     if node.json {
         return print_json(&v);
     }
@@ -1150,17 +1140,12 @@ async fn immutable(args: ImmutableArgs) -> anyhow::Result<()> {
         ImmutableAction::Add { repositories, tags } => Some(("add", repositories, tags)),
         ImmutableAction::Remove { repositories, tags } => Some(("remove", repositories, tags)),
     };
-    let v = match change {
-        None => call(node, http::Method::GET, "/_stowage/immutable", None).await?,
-        Some((op, repositories, tags)) => {
-            let body = serde_json::to_vec(&admin::ImmutableRequest {
-                op: op.into(),
-                repositories,
-                tags,
-            })?;
-            call(node, http::Method::POST, "/_stowage/immutable", Some(body)).await?
-        }
-    };
+    let change = change.map(|(op, repositories, tags)| admin::ImmutableRequest {
+        op: op.into(),
+        repositories,
+        tags,
+    });
+    let v = list_or_change(node, "/_stowage/immutable", change).await?;
     if node.json {
         return print_json(&v);
     }

@@ -375,14 +375,11 @@ impl Repo {
     /// Every object under `prefix` (`chunks`, `snapshots`, ...), with its
     /// size.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&Path::from(prefix)))
-            .try_collect()
-            .await?;
-        Ok(metas
+        Ok(self
+            .list_with_times(prefix)
+            .await?
             .into_iter()
-            .map(|m| (m.location.to_string(), m.size))
+            .map(|(p, size, _)| (p, size))
             .collect())
     }
 

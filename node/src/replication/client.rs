@@ -189,6 +189,24 @@ impl Remote {
         self.once(&method, &url, headers, &body).await
     }
 
+    /// A request that must answer `want`; anything else is an error
+    /// naming `what`.
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+        want: StatusCode,
+        what: impl FnOnce() -> String,
+    ) -> Result<HeaderMap> {
+        let (status, h, body) = self.send(method, path, headers, Bytes::new()).await?;
+        if status == want {
+            Ok(h)
+        } else {
+            Err(fail(&what(), status, &body))
+        }
+    }
+
     /// A manifest by tag or digest: (media type, bytes).
     pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<(String, Bytes)>> {
         let accept = crate::manifest::media::ALL.join(", ");
@@ -378,21 +396,12 @@ impl Remote {
     }
 
     async fn start_upload(&self, repo: &str) -> Result<String> {
-        let (status, headers, body) = self
-            .send(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[],
-                Bytes::new(),
-            )
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let headers = self
+            .expect(Method::POST, &path, &[], StatusCode::ACCEPTED, || {
+                format!("starting an upload to {repo}")
+            })
             .await?;
-        if status != StatusCode::ACCEPTED {
-            return Err(fail(
-                &format!("starting an upload to {repo}"),
-                status,
-                &body,
-            ));
-        }
         self.location(&headers)
     }
 
@@ -497,21 +506,11 @@ impl Remote {
             }
         }
         let sep = if location.contains('?') { '&' } else { '?' };
-        let (status, _, body) = self
-            .send(
-                Method::PUT,
-                &format!("{location}{sep}digest={digest}"),
-                &[],
-                Bytes::new(),
-            )
-            .await?;
-        if status != StatusCode::CREATED {
-            return Err(fail(
-                &format!("finishing the upload of {digest}"),
-                status,
-                &body,
-            ));
-        }
+        let done = format!("{location}{sep}digest={digest}");
+        self.expect(Method::PUT, &done, &[], StatusCode::CREATED, || {
+            format!("finishing the upload of {digest}")
+        })
+        .await?;
         Ok(Pushed::Uploaded {
             bytes: size,
             resumed,

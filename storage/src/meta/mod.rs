@@ -899,34 +899,21 @@ impl StateMachine {
         let name = format!("sm.{next}");
         self.db.drop_tree(name.as_bytes())?;
         let fresh = self.db.open_tree(&name)?;
-        let mut r = Checksummed::new(input);
-        if r.read(8)? != SNAPSHOT_MAGIC {
-            return Err(Error::SnapshotFormat("not a Stowage state snapshot"));
-        }
         let mut batch = sled::Batch::default();
         let mut pending_bytes = 0usize;
-        loop {
-            let klen = r.read_u32()?;
-            if klen == SNAPSHOT_END {
-                break;
-            }
-            let k = r.read(usize::try_from(klen).unwrap_or(usize::MAX))?;
-            let vlen = r.read_u32()?;
-            let v = r.read(usize::try_from(vlen).unwrap_or(usize::MAX))?;
+        let read = read_snapshot(input, |k, v| {
             pending_bytes += k.len() + v.len();
             batch.insert(k, v);
             if pending_bytes > IMPORT_BATCH_BYTES {
                 fresh.apply_batch(std::mem::take(&mut batch))?;
                 pending_bytes = 0;
             }
-        }
-        fresh.apply_batch(batch)?;
-        let expect = r.crc.clone().finalize();
-        let mut sum = [0u8; 4];
-        r.inner.read_exact(&mut sum).map_err(snapshot_io)?;
-        if u32::from_le_bytes(sum) != expect {
+            Ok(())
+        })
+        .and_then(|()| Ok(fresh.apply_batch(batch)?));
+        if let Err(e) = read {
             self.db.drop_tree(name.as_bytes())?;
-            return Err(Error::SnapshotFormat("checksum mismatch"));
+            return Err(e);
         }
         fresh.flush()?;
         self.db.insert(ACTIVE_TREE, &next.to_be_bytes())?;
@@ -941,11 +928,30 @@ impl StateMachine {
 /// every blob record, each once, with its length), after checking the
 /// snapshot's checksum: what a backup must hold for it to be restorable.
 pub fn snapshot_chunks(mut input: &[u8]) -> Result<Vec<ChunkRef>> {
-    let mut r = Checksummed::new(&mut input);
+    let mut out = BTreeMap::new();
+    read_snapshot(&mut input, |k, v| {
+        if k.first() == Some(&BLOB) {
+            let blob: BlobRecord = decode("blobs", &v)?;
+            for c in blob.chunks {
+                out.insert(c.id, c);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out.into_values().collect())
+}
+
+/// Reads a snapshot written by `export`, record by record, and checks its
+/// checksum at the end: the callers act on the records only once this
+/// returns `Ok`.
+fn read_snapshot(
+    input: &mut dyn Read,
+    mut record: impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let mut r = Checksummed::new(input);
     if r.read(8)? != SNAPSHOT_MAGIC {
         return Err(Error::SnapshotFormat("not a Stowage state snapshot"));
     }
-    let mut out = BTreeMap::new();
     loop {
         let klen = r.read_u32()?;
         if klen == SNAPSHOT_END {
@@ -954,12 +960,7 @@ pub fn snapshot_chunks(mut input: &[u8]) -> Result<Vec<ChunkRef>> {
         let k = r.read(usize::try_from(klen).unwrap_or(usize::MAX))?;
         let vlen = r.read_u32()?;
         let v = r.read(usize::try_from(vlen).unwrap_or(usize::MAX))?;
-        if k.first() == Some(&BLOB) {
-            let blob: BlobRecord = decode("blobs", &v)?;
-            for c in blob.chunks {
-                out.insert(c.id, c);
-            }
-        }
+        record(k, v)?;
     }
     let expect = r.crc.clone().finalize();
     let mut sum = [0u8; 4];
@@ -967,7 +968,7 @@ pub fn snapshot_chunks(mut input: &[u8]) -> Result<Vec<ChunkRef>> {
     if u32::from_le_bytes(sum) != expect {
         return Err(Error::SnapshotFormat("checksum mismatch"));
     }
-    Ok(out.into_values().collect())
+    Ok(())
 }
 
 /// Keeps sled batches of an import bounded in memory.
