@@ -941,3 +941,50 @@ async fn a_backup_through_a_lagging_follower_misses_no_acknowledged_write() {
         );
     }
 }
+
+/// One repository put back into the running cluster as the backup has it:
+/// a deleted tag returns (through a follower), another repository that
+/// moved on since is not touched, and every node serves the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_repository_is_put_back_into_a_running_cluster() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let cluster = Cluster::start(&["a", "b", "c"], "");
+    cluster.wait_all_ready(Duration::from_secs(60)).await;
+    let c = client();
+    let (u1, u2, u3) = (cluster.url(1), cluster.url(2), cluster.url(3));
+    let (mine, mine_layers) = push_image(&c, &u1, "team/app", "v1", 600, &[200_000]).await;
+    push_image(&c, &u1, "other/app", "v1", 601, &[1000]).await;
+    cluster.cli(&["backup", "create", "--to", repo, "--node", &u2, "--json"]);
+    // The accident, and someone else's work after the backup.
+    let r = c
+        .delete(format!("{u3}/v2/team/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let (theirs, theirs_layers) = push_image(&c, &u2, "other/app", "v1", 602, &[2000]).await;
+    cluster.cli(&[
+        "restore",
+        "--from",
+        repo,
+        "--latest",
+        "--repository",
+        "team/app",
+        "--into",
+        &u3,
+        "--json",
+    ]);
+    for url in [&u1, &u2, &u3] {
+        let r = c
+            .get(format!("{url}/v2/team/app/manifests/v1"))
+            .header("Stowage-Min-Log-Index", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        verify_image(&c, url, "team/app", "v1", &mine, &mine_layers).await;
+        verify_image(&c, url, "other/app", "v1", &theirs, &theirs_layers).await;
+    }
+}
