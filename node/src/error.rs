@@ -174,9 +174,14 @@ pub enum Error {
     #[error("backup storage: {0}")]
     BackupStore(#[from] object_store::Error),
 
-    /// Another registry (a copy's source or target) failed or refused.
+    /// Another registry (a copy's source or target) failed.
     #[error("{0}")]
     Remote(String),
+
+    /// Another registry refused a request for good (a 4xx that retrying
+    /// cannot change: unsupported, invalid, denied by its own policy).
+    #[error("{0}")]
+    RemoteRefused(String),
 
     #[error("storage: {0}")]
     Storage(#[from] stowage_storage::Error),

@@ -184,6 +184,37 @@ async fn pushes_tag_moves_and_deletes_reach_the_targets_and_the_cursor_survives_
         "the shared layer was sent again ({more} bytes)"
     );
 
+    // A change the target refuses for good (Distribution deletes no tags)
+    // is recorded and skipped: the rule does not stall behind it.
+    if let Some(d) = &dist {
+        cluster.cli(&[
+            "replication",
+            "add",
+            "dist-del",
+            "--target",
+            &d.url,
+            "--repositories",
+            "app/tagdel",
+            "--deletes",
+            "--prefix",
+            "del/",
+            "--node",
+            &u1,
+        ]);
+        let (a, _) = push_image(&c, &u1, "app/tagdel", "a", 60, &[1000]).await;
+        shows(&d.url, "del/app/tagdel", "a", &a).await;
+        let r = c
+            .delete(format!("{u1}/v2/app/tagdel/manifests/a"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let (b, _) = push_image(&c, &u1, "app/tagdel", "b", 61, &[1000]).await;
+        shows(&d.url, "del/app/tagdel", "b", &b).await;
+        let s = status(&c, &cluster.url(worker), "dist-del").await;
+        assert!(s["failures"]["app/tagdel:a"].is_string(), "{s}");
+    }
+
     // The target goes away: pushes to the cluster go on; the rule says
     // what is wrong and catches up when the target is back.
     target.kill9();

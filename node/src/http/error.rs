@@ -56,7 +56,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         BackupBusy(_) => (StatusCode::CONFLICT, "BACKUP_RUNNING"),
         BackupSource(_) => (StatusCode::INTERNAL_SERVER_ERROR, "BACKUP_FAILED"),
         BackupStore(_) => (StatusCode::BAD_GATEWAY, "BACKUP_STORAGE_FAILED"),
-        Remote(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_FAILED"),
+        Remote(_) | RemoteRefused(_) => (StatusCode::BAD_GATEWAY, "UPSTREAM_FAILED"),
         // A Stowage extension (compare-and-swap tags); the spec has no code.
         TagPrecondition { .. } => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
         TagImmutable { .. } => (StatusCode::CONFLICT, "DENIED"),

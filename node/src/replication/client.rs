@@ -52,7 +52,15 @@ pub enum Pushed {
 fn fail(what: &str, status: StatusCode, body: &[u8]) -> Error {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let msg = v["errors"][0]["message"].as_str().unwrap_or("").to_owned();
-    Error::Remote(format!("{what}: {status} {msg}"))
+    let text = format!("{what}: {status} {msg}");
+    // Credentials, a missing repository, a timeout or a rate limit may
+    // change on their own; other client errors will not.
+    let transient = matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429);
+    if status.is_client_error() && !transient {
+        Error::RemoteRefused(text)
+    } else {
+        Error::Remote(text)
+    }
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate: Bearer ...` challenge.

@@ -408,9 +408,24 @@ impl Replicator {
                 let entry: Entry =
                     decode(&bytes).map_err(|e| Error::Remote(format!("log entry {index}: {e}")))?;
                 if let EntryPayload::Normal(cmd) = &entry.payload {
-                    if let Err(e) = self.replay(rule, &m, &remote, cmd).await {
-                        result = Err(e);
-                        break;
+                    match self.replay(rule, &m, &remote, cmd).await {
+                        Ok(()) => {}
+                        // The target will never take this one (it deletes
+                        // no tags, or its own policy refuses): recorded,
+                        // and the rule moves on instead of stalling.
+                        Err((what, e @ Error::RemoteRefused(_))) => {
+                            tracing::warn!(rule = %rule.name, %what, error = %e, "the target refused a change for good; skipped");
+                            self.note(&rule.name, |p| {
+                                p.failures.insert(what.clone(), e.to_string());
+                                while p.failures.len() > FAILURES_KEPT {
+                                    p.failures.pop_first();
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
                     }
                 }
                 done = index;
