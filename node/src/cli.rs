@@ -801,19 +801,28 @@ pub(crate) type HttpClient = Client<
 >;
 
 pub(crate) fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
     let tls = match ca_file {
         Some(ca) => crate::tls::client_trusting(ca)?,
         // No CA given: an https:// node is refused, with the reason.
         None => crate::tls::client_trusting_nothing()?,
     };
+    Ok(client_with(tls))
+}
+
+/// The client for other registries: the system's roots, and `ca_file`.
+pub(crate) fn registry_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
+    Ok(client_with(crate::tls::client_for_registries(ca_file)?))
+}
+
+fn client_with(tls: rustls::ClientConfig) -> HttpClient {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector))
+    Client::builder(TokioExecutor::new()).build::<_, Full<bytes::Bytes>>(connector)
 }
 
 /// One admin API call: JSON in (for POST), JSON out, OCI-style errors

@@ -368,7 +368,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         chunk_io.clone(),
         consensus.clone(),
-        crate::cli::http_client(config.cluster_tls_ca_file.as_deref())?,
+        crate::cli::registry_client(config.cluster_tls_ca_file.as_deref())?,
     ));
     workers.spawn(Arc::new(crate::replication::push::ReplicationWorker(
         replicator.clone(),

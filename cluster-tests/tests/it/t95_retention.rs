@@ -42,7 +42,8 @@ async fn tags(c: &reqwest::Client, url: &str, repo: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_what_its_rule_says_and_removes_the_rest_everywhere() {
-    let cluster = Cluster::start(&["a", "b", "c"], "");
+    // The rule's untagged delay (0 s) cannot undercut GC's own grace.
+    let cluster = Cluster::start(&["a", "b", "c"], "gc_grace_secs = 0\n");
     cluster.wait_all_ready(Duration::from_secs(60)).await;
     let c = client();
     let (u1, u2, u3) = (cluster.url(1), cluster.url(2), cluster.url(3));

@@ -7,7 +7,7 @@
 //! leader resumes where the old one stopped; an entry archived twice by two
 //! leaders for a moment is the same committed entry, and readers keep one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,21 +37,29 @@ pub struct ArchivedEntry {
     pub command: Option<Command>,
 }
 
-pub fn segment_path(first: u64, last: u64) -> String {
-    format!("archive/{first:020}-{last:020}")
+/// Each cluster archives under its own name, so a cluster restored from
+/// a repository (a new name) never continues, or is rolled forward by,
+/// the old cluster's entries.
+pub fn segment_path(cluster: &str, first: u64, last: u64) -> String {
+    format!("archive/{cluster}/{first:020}-{last:020}")
 }
 
 /// `(first, last)` of an archive object's name.
 pub fn segment_range(path: &str) -> Option<(u64, u64)> {
-    let name = path.strip_prefix("archive/")?;
+    let name = path.strip_prefix("archive/")?.rsplit('/').next()?;
     let (a, b) = name.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Every archive object's range, in order of first index.
-pub async fn segments(repo: &Repo) -> Result<Vec<(u64, u64, String)>> {
+/// Every archive object's range (of one cluster, or of all), in order of
+/// first index.
+pub async fn segments(repo: &Repo, cluster: Option<&str>) -> Result<Vec<(u64, u64, String)>> {
+    let prefix = match cluster {
+        Some(c) => format!("archive/{c}"),
+        None => "archive".to_owned(),
+    };
     let mut out: Vec<_> = repo
-        .list("archive")
+        .list(&prefix)
         .await?
         .into_iter()
         .filter_map(|(p, _)| segment_range(&p).map(|(a, b)| (a, b, p)))
@@ -73,12 +81,13 @@ pub async fn read_segment(repo: &Repo, path: &str) -> Result<Vec<ArchivedEntry>>
 /// index where a gap in the archive stopped the walk, if one did.
 pub async fn entries_after(
     repo: &Repo,
+    cluster: &str,
     after: u64,
     until_ms: u64,
 ) -> Result<(Vec<ArchivedEntry>, Option<u64>)> {
     let mut out = Vec::new();
     let mut next = after + 1;
-    for (first, last, path) in segments(repo).await? {
+    for (first, last, path) in segments(repo, Some(cluster)).await? {
         if last < next {
             continue;
         }
@@ -125,6 +134,10 @@ impl AppliedTimes {
         m.range(index..).next().map_or_else(now_ms, |(_, t)| *t)
     }
 
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn forget_through(&self, index: u64) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         *m = m.split_off(&(index + 1));
@@ -133,10 +146,9 @@ impl AppliedTimes {
 
 struct Cursor {
     repo: Repo,
+    cluster: String,
     /// The last index in the archive.
     last: u64,
-    /// Chunk objects known to be in the repository.
-    present: HashSet<String>,
 }
 
 pub struct Archiver {
@@ -167,14 +179,16 @@ impl Archiver {
         }
     }
 
-    async fn open(&self) -> Result<Cursor> {
+    async fn open(&self, cluster: String) -> Result<Cursor> {
         let repo = Repo::open_or_init(&self.location, self.backups.config.key.as_ref()).await?;
-        let last = segments(&repo).await?.last().map_or(0, |s| s.1);
-        let present = repo.chunk_paths().await?;
+        let last = segments(&repo, Some(&cluster))
+            .await?
+            .last()
+            .map_or(0, |s| s.1);
         Ok(Cursor {
             repo,
+            cluster,
             last,
-            present,
         })
     }
 }
@@ -195,10 +209,14 @@ impl Worker for Archiver {
             // Another node archives; read the cursor again if this one
             // becomes the leader.
             *slot = None;
+            self.times.clear();
             return Ok(Step::Idle("not the leader; the leader archives".into()));
         }
         if slot.is_none() {
-            *slot = Some(self.open().await?);
+            let Some(cluster) = self.backups.store.meta.cluster_id()? else {
+                return Ok(Step::Idle("the cluster has no name yet".into()));
+            };
+            *slot = Some(self.open(cluster).await?);
         }
         let Some(cur) = slot.as_mut() else {
             return Ok(Step::Idle(String::new()));
@@ -210,6 +228,21 @@ impl Worker for Archiver {
                 cur.last
             )));
         }
+        // A prune and an archive step exclude each other (see `Repo::lock`).
+        let lock = match cur.repo.lock(false, "archive").await {
+            Ok(l) => l,
+            Err(Error::BackupRepo { reason, .. }) => return Ok(Step::Idle(reason)),
+            Err(e) => return Err(e),
+        };
+        let repo = cur.repo.clone();
+        let result = self.step_locked(cur, applied).await;
+        repo.unlock(&lock).await;
+        result
+    }
+}
+
+impl Archiver {
+    async fn step_locked(&self, cur: &mut Cursor, applied: u64) -> Result<Step> {
         let store = self.backups.store.clone();
         let Some((first_kept, _)) = store.log.bounds() else {
             return Ok(Step::Idle("the log is empty".into()));
@@ -228,6 +261,9 @@ impl Worker for Archiver {
         let end = applied.min(start + SEGMENT_ENTRIES - 1);
         let raw =
             tokio::task::spawn_blocking(move || store.log.read_range(start, end + 1)).await??;
+        // Compacted since the bounds were read: the segment names what it
+        // holds, and a reader sees the gap.
+        let start = raw.first().map_or(start, |(i, _)| *i);
         let mut entries = Vec::with_capacity(raw.len());
         for (index, bytes) in raw {
             let entry: Entry = decode(&bytes)
@@ -250,24 +286,35 @@ impl Worker for Archiver {
         for e in &entries {
             let Some(cmd) = &e.command else { continue };
             for id in command_chunks(cmd) {
-                let path = cur.repo.chunk_path(&id);
-                if cur.present.contains(&path) {
+                // Asked each time rather than remembered: a prune may have
+                // removed what an earlier step saw.
+                if cur.repo.has(&cur.repo.chunk_path(&id)).await? {
                     continue;
                 }
-                let data = self.backups.chunks.get(id, &[]).await.map_err(|err| {
-                    Error::BackupSource(format!(
-                        "chunk {id} of log entry {}: {err}",
-                        e.log_id.index
-                    ))
-                })?;
+                let data = match self.backups.chunks.get(id, &[]).await {
+                    Ok(d) => d,
+                    // A blob apply refused (a quota), or one deleted and
+                    // collected before it was archived: no state needs it.
+                    Err(_) if !self.backups.store.meta.chunk_referenced(&id)? => {
+                        tracing::warn!(chunk = %id, entry = e.log_id.index, "an archived entry's chunk is gone and nothing references it; archived without it");
+                        continue;
+                    }
+                    Err(err) => {
+                        return Err(Error::BackupSource(format!(
+                            "chunk {id} of log entry {}: {err}",
+                            e.log_id.index
+                        )))
+                    }
+                };
                 copied += cur.repo.put_chunk(&id, &data).await?;
-                cur.present.insert(path);
             }
         }
         cur.repo.sync().await?;
         let body = postcard::to_stdvec(&entries)
             .map_err(|e| Error::BackupSource(format!("encoding the archive: {e}")))?;
-        cur.repo.put(&segment_path(start, last), &body).await?;
+        cur.repo
+            .put(&segment_path(&cur.cluster, start, last), &body)
+            .await?;
         cur.repo.sync().await?;
         cur.last = last;
         self.times.forget_through(last);

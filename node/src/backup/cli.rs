@@ -15,7 +15,7 @@ use stowage_storage::types::{ChunkId, NodeId, RepoName, Zone};
 use super::archive;
 use super::repo::{Key, Repo};
 use super::restore::{self, parse_time, rfc3339, Target};
-use super::{read_state, snapshots, state_chunks, JobStatus, SnapshotInfo, LOCK_STALE_MS};
+use super::{read_state, snapshots, state_chunks, JobStatus, SnapshotInfo};
 use crate::cli::{call, NodeArg};
 use crate::registry::now_ms;
 
@@ -269,6 +269,17 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a request to `url` stays private: HTTPS, or plain HTTP to
+/// this machine.
+fn sends_privately(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.starts_with("https://");
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "localhost" | "[::1]") || host.starts_with("127.")
+}
+
 fn parse_share(text: &str) -> anyhow::Result<f64> {
     let n: f64 = text
         .trim_end_matches('%')
@@ -286,6 +297,13 @@ async fn create(
     node: &NodeArg,
 ) -> anyhow::Result<()> {
     let key = key_file.as_deref().map(Key::from_file).transpose()?;
+    if key.is_some() && !sends_privately(&node.node) {
+        bail!(
+            "--key-file would send the key to {} over plain HTTP: use https:// (or give the node \
+             its own backup_key_file and leave --key-file out)",
+            node.node
+        );
+    }
     // A relative directory means one under the caller's directory (the
     // node, usually on the same machine, has its own working directory).
     let to = to.map(|t| match std::path::Path::new(&t) {
@@ -349,7 +367,7 @@ struct Listing {
 async fn list(arg: &RepoArg) -> anyhow::Result<()> {
     let repo = arg.open().await?;
     let snaps = snapshots(&repo).await?;
-    let segs = archive::segments(&repo).await?;
+    let segs = archive::segments(&repo, None).await?;
     let listing = Listing {
         repository: repo.location.clone(),
         encrypted: repo.encrypted(),
@@ -434,7 +452,7 @@ async fn verify(arg: &RepoArg, share: f64) -> anyhow::Result<()> {
             Err(e) => report.problems.push(format!("snapshot {}: {e}", s.id)),
         }
     }
-    let segs = archive::segments(&repo).await?;
+    let segs = archive::segments(&repo, None).await?;
     report.archive_segments = segs.len();
     for (_, _, path) in &segs {
         match archive::read_segment(&repo, path).await {
@@ -565,18 +583,21 @@ async fn prune(arg: &RepoArg, keep: &Keep, grace_secs: u64, dry_run: bool) -> an
     }
     let repo = arg.open().await?;
     let now = now_ms();
-    for (path, _) in repo.list("locks").await? {
-        let body = repo.get(&path).await?.unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let started = v["started_ms"].as_u64().unwrap_or(0);
-        if now.saturating_sub(started) < LOCK_STALE_MS {
-            bail!(
-                "a backup is running ({path}, node {}, since {}); prune after it ends",
-                v["node"],
-                rfc3339(started)
-            );
-        }
-    }
+    let lock = repo.lock(true, "prune").await?;
+    let result = prune_locked(&repo, keep, grace_secs, dry_run, now, arg.json).await;
+    repo.unlock(&lock).await;
+    result
+}
+
+async fn prune_locked(
+    repo: &Repo,
+    keep: &Keep,
+    grace_secs: u64,
+    dry_run: bool,
+    now: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let repo = repo.clone();
     let snaps = snapshots(&repo).await?;
     let kept_ids = keep.apply(&snaps);
     let (kept, gone): (Vec<_>, Vec<_>) = snaps.iter().partition(|s| kept_ids.contains(&s.id));
@@ -594,10 +615,21 @@ async fn prune(arg: &RepoArg, keep: &Keep, grace_secs: u64, dry_run: bool) -> an
             needed.insert(repo.chunk_path(&c.id));
         }
     }
-    let oldest_kept = kept.iter().map(|s| s.log_index).min().unwrap_or(u64::MAX);
+    // Per cluster (log indexes of different clusters are unrelated): the
+    // archive before its oldest kept snapshot serves no restore.
+    let mut oldest_kept: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &kept {
+        let c = s.cluster_id.clone().unwrap_or_default();
+        let e = oldest_kept.entry(c).or_insert(u64::MAX);
+        *e = (*e).min(s.log_index);
+    }
     let mut dead_segments = Vec::new();
-    for (_, last, path) in archive::segments(&repo).await? {
-        if last <= oldest_kept {
+    for (_, last, path) in archive::segments(&repo, None).await? {
+        let cluster = path.split('/').nth(1).unwrap_or_default();
+        if oldest_kept
+            .get(cluster)
+            .is_none_or(|oldest| last <= *oldest)
+        {
             dead_segments.push(path);
             continue;
         }
@@ -635,7 +667,7 @@ async fn prune(arg: &RepoArg, keep: &Keep, grace_secs: u64, dry_run: bool) -> an
         report.chunks_removed += 1;
         report.bytes_removed += size;
     }
-    print(arg.json, &report, || {
+    print(json, &report, || {
         format!(
             "{}kept {} snapshots, forgot {}; removed {} chunks ({} bytes) and {} archive segments\n",
             if dry_run { "(dry run) " } else { "" },
@@ -664,6 +696,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         };
         let pb = bar(args.json, 0, true);
         let done = restore::data_dir(&repo, &target, dir, node, &pb).await?;
+        for r in &done.replication_rules_removed {
+            eprintln!(
+                "replication rule {r} was left out of the restored cluster: add it again \
+                 with `stowage replication add` once the new cluster should push"
+            );
+        }
         return print(args.json, &done, || {
             format!(
                 "restored snapshot {} (log index {}, {} archived entries after it) into {}: \

@@ -304,16 +304,11 @@ impl Backups {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| Error::BackupSource(format!("no randomness: {e}")))?;
         let id = hex::encode(id);
-        let lock = format!("locks/{id}");
-        let lock_body =
-            serde_json::json!({ "node": self.consensus.id().0, "started_ms": now_ms() });
-        repo.put(&lock, &serde_json::to_vec(&lock_body).unwrap_or_default())
-            .await?;
+        let who = format!("backup {id} on node {}", self.consensus.id());
+        // While it is held, no prune removes a chunk this backup found present.
+        let lock = repo.lock(false, &who).await?;
         let result = self.create_locked(repo, progress, id).await;
-        // A lock left behind only makes prune wait for it to go stale.
-        if let Err(e) = repo.delete(&lock).await {
-            tracing::warn!(error = %e, "could not remove the backup's lock");
-        }
+        repo.unlock(&lock).await;
         result
     }
 
@@ -328,6 +323,19 @@ impl Backups {
         // when the backup began: a snapshot never misses an acknowledged
         // write, wherever it is taken.
         self.consensus.read_barrier().await?;
+        // The first leader names the cluster right after it is elected;
+        // a snapshot names its cluster, which is how the archive it rolls
+        // forward with is found.
+        let named_by = std::time::Instant::now() + Duration::from_secs(10);
+        while self.store.meta.cluster_id()?.is_none() {
+            if std::time::Instant::now() > named_by {
+                return Err(Error::BackupSource(
+                    "the cluster has no name yet (no leader has named it); try again".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.consensus.read_barrier().await?;
+        }
         let time_ms = now_ms();
         let store = self.store.clone();
         // Metadata only: applies wait for the length of one export.

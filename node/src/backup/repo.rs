@@ -400,6 +400,68 @@ impl Repo {
             .collect())
     }
 
+    /// Takes the repository for writing (a backup, an archive step) or
+    /// for a prune, which exclude each other: each writes its lock and
+    /// then looks for a fresh lock of the other kind, so of two that start
+    /// together at least one sees the other and steps back. Returns the
+    /// lock to give back with `unlock`.
+    pub async fn lock(&self, prune: bool, who: &str) -> Result<String> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| Error::BackupSource(format!("no randomness: {e}")))?;
+        let kind = if prune { "prune" } else { "write" };
+        let path = format!("locks/{kind}-{}", hex::encode(id));
+        let now = crate::registry::now_ms();
+        let body = serde_json::json!({ "who": who, "started_ms": now });
+        self.put(&path, &serde_json::to_vec(&body).unwrap_or_default())
+            .await?;
+        for (other, _) in self.list("locks").await? {
+            let is_prune = other.starts_with("locks/prune-");
+            if other == path || (!prune && !is_prune) {
+                continue;
+            }
+            let held = self.get(&other).await.ok().flatten().unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&held).unwrap_or_default();
+            let since = v["started_ms"].as_u64().unwrap_or(0);
+            if now.saturating_sub(since) < super::LOCK_STALE_MS {
+                self.unlock(&path).await;
+                let what = if is_prune {
+                    "a prune"
+                } else {
+                    "a backup or an archive step"
+                };
+                return Err(Error::BackupRepo {
+                    repo: self.location.clone(),
+                    reason: format!(
+                        "{what} holds it ({other}, {} since {}); try again after it ends",
+                        v["who"].as_str().unwrap_or("?"),
+                        super::restore::rfc3339(since)
+                    ),
+                });
+            }
+        }
+        Ok(path)
+    }
+
+    /// Gives a lock back; one left behind only goes stale.
+    pub async fn unlock(&self, path: &str) {
+        if let Err(e) = self.delete(path).await {
+            tracing::warn!(lock = path, error = %e, "could not remove a backup repository lock");
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn has(&self, path: &str) -> Result<bool> {
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&Path::from(path), head).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The names (paths) of every chunk object.
     pub async fn chunk_paths(&self) -> Result<HashSet<String>> {
         Ok(self

@@ -81,7 +81,10 @@ pub async fn build_state(repo: &Repo, target: &Target, dir: &Path) -> Result<(Ar
     let snap = pick(repo, target).await?;
     let state = read_state(repo, &snap).await?;
     let (entries, gap) = match target {
-        Target::At(t) => archive::entries_after(repo, snap.log_index, *t).await?,
+        Target::At(t) => match &snap.cluster_id {
+            Some(c) => archive::entries_after(repo, c, snap.log_index, *t).await?,
+            None => (Vec::new(), None),
+        },
         _ => (Vec::new(), None),
     };
     let dir = dir.to_owned();
@@ -134,6 +137,8 @@ pub struct Restored {
     pub point: Point,
     pub chunks: u64,
     pub bytes: u64,
+    /// The old cluster's replication rules, left out of the new one.
+    pub replication_rules_removed: Vec<String>,
 }
 
 /// Builds `data_dir` (which must not exist or be empty) from the
@@ -204,6 +209,18 @@ pub async fn data_dir(
         .try_collect::<()>()
         .await?;
 
+    // The restored cluster must not push the past over the live targets
+    // of the old one: its replication rules go (listed in the report, to
+    // be added again on purpose).
+    let mut removed = Vec::new();
+    for (rule, _) in store.meta.replication_rules()? {
+        let mark = store.meta.applied_mark()?.unwrap_or_default();
+        let cmd = stowage_storage::meta::Command::RemoveReplication {
+            name: rule.name.clone(),
+        };
+        store.meta.apply(&cmd, &mark)?;
+        removed.push(format!("{} -> {}", rule.name, rule.target));
+    }
     let last =
         applied_of(&store)?.ok_or_else(|| bad(repo, "the snapshot has no applied entry".into()))?;
     let info = NodeInfo {
@@ -214,18 +231,19 @@ pub async fn data_dir(
     crate::raft::seed_restored(&store, node.id, info, last)
         .map_err(|e| Error::BackupSource(e.to_string()))?;
     drop(store);
-    // The store's files are closed once the last handle is gone.
-    let tmp_path = tmp.keep();
+    // The store's files are closed once the last handle is gone; the temp
+    // directory is removed on any failure until the rename succeeds.
     if data_dir.exists() {
         std::fs::remove_dir(data_dir)
             .map_err(|e| bad(repo, format!("cannot replace {}: {e}", data_dir.display())))?;
     }
-    std::fs::rename(&tmp_path, data_dir).map_err(|e| {
+    std::fs::rename(tmp.path(), data_dir).map_err(|e| {
         bad(
             repo,
             format!("cannot move the restored directory into place: {e}"),
         )
     })?;
+    let _moved = tmp.keep();
     stowage_storage::durable::sync_dir(&parent)?;
     bar.finish_and_clear();
     Ok(Restored {
@@ -233,6 +251,7 @@ pub async fn data_dir(
         point,
         chunks: refs.len() as u64,
         bytes: total,
+        replication_rules_removed: removed,
     })
 }
 

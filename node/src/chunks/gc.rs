@@ -151,8 +151,11 @@ impl GcWorker {
                             .propose(Command::CollectManifests {
                                 repo: repo.clone(),
                                 digests: batch.to_vec(),
+                                // Never sooner than GC's own grace: a child
+                                // pushed by digest just before its index is
+                                // untagged for a moment.
                                 policy: GcPolicy {
-                                    grace_ms: delay_ms,
+                                    grace_ms: delay_ms.max(policy.grace_ms),
                                     ..policy
                                 },
                             })

@@ -227,6 +227,7 @@ impl Registry {
                 name: rule.name,
                 index: 0,
                 reset: true,
+                from: None,
             },
             other => {
                 return Err(Error::AdminRequest(format!(

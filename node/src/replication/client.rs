@@ -22,6 +22,8 @@ pub const PIECE_BYTES: u64 = 8 << 20;
 /// Attempts at one piece before the upload gives up (each resumes).
 const PIECE_ATTEMPTS: u32 = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest answer read: a piece, with room (manifests are 4 MiB at most).
+const MAX_BODY_BYTES: usize = 2 * PIECE_BYTES as usize;
 
 /// Where a blob's bytes come from, by range.
 pub trait BlobSource: Sync {
@@ -61,6 +63,16 @@ fn fail(what: &str, status: StatusCode, body: &[u8]) -> Error {
     } else {
         Error::Remote(text)
     }
+}
+
+/// Whether `url` is on the same scheme, host and port as `base`.
+fn same_origin(url: &str, base: &str) -> bool {
+    let origin = |u: &str| -> Option<String> {
+        let (scheme, rest) = u.split_once("://")?;
+        let host = rest.split('/').next()?;
+        Some(format!("{scheme}://{host}"))
+    };
+    origin(url).is_some() && origin(url) == origin(base)
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate: Bearer ...` challenge.
@@ -121,13 +133,17 @@ impl Remote {
         body: &Bytes,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         let mut req = http::Request::builder().method(method.clone()).uri(url);
-        let bearer = self
-            .bearer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(a) = bearer.or_else(|| self.basic.clone()) {
-            req = req.header(header::AUTHORIZATION, a);
+        // Credentials go to the registry's own origin only: never to an
+        // upload location or a redirect elsewhere.
+        if same_origin(url, &self.base) {
+            let bearer = self
+                .bearer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(a) = bearer.or_else(|| self.basic.clone()) {
+                req = req.header(header::AUTHORIZATION, a);
+            }
         }
         for (k, v) in headers {
             req = req.header(k, v);
@@ -141,7 +157,8 @@ impl Remote {
             .map_err(|e| Error::Remote(format!("cannot reach {url}: {e}")))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+        let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY_BYTES);
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, limited.collect())
             .await
             .map_err(|_| Error::Remote(format!("{url}: body stalled")))?
             .map_err(|e| Error::Remote(format!("{url}: {e}")))?
@@ -182,8 +199,23 @@ impl Remote {
             }
         }
         *self.bearer.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // The realm gets the password only on this registry's own origin
+        // or over HTTPS (it is often a separate auth host).
+        let mut auth: Vec<(header::HeaderName, String)> = Vec::new();
+        if !same_origin(&token_url, &self.base) {
+            if !token_url.starts_with("https://") {
+                return Err(Error::RemoteRefused(format!(
+                    "{}: its token realm {realm} is another host over plain HTTP; \
+                     no credentials are sent there",
+                    self.base
+                )));
+            }
+            if let Some(b) = &self.basic {
+                auth.push((header::AUTHORIZATION, b.clone()));
+            }
+        }
         let (status, _, body_bytes) = self
-            .once(&Method::GET, &token_url, &[], &Bytes::new())
+            .once(&Method::GET, &token_url, &auth, &Bytes::new())
             .await?;
         if !status.is_success() {
             return Err(fail(&format!("token from {realm}"), status, &body_bytes));
@@ -353,26 +385,37 @@ impl Remote {
         len: u64,
     ) -> Result<Bytes> {
         let range = format!("bytes={}-{}", offset, offset + len.max(1) - 1);
-        let (status, _, body) = self
+        let headers = [(header::RANGE, range)];
+        let (mut status, mut got, mut body) = self
             .send(
                 Method::GET,
                 &format!("/v2/{repo}/blobs/{digest}"),
-                &[(header::RANGE, range)],
+                &headers,
                 Bytes::new(),
             )
             .await?;
+        // Blob storage elsewhere (S3, a CDN): follow, without credentials
+        // (`once` sends them only to this registry's origin).
+        for _ in 0..3 {
+            if !status.is_redirection() {
+                break;
+            }
+            let Some(next) = got.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+                break;
+            };
+            let next = self.url(next);
+            (status, got, body) = self
+                .once(&Method::GET, &next, &headers, &Bytes::new())
+                .await?;
+        }
         match status {
             StatusCode::PARTIAL_CONTENT => Ok(body),
-            // A registry that ignores ranges sends the whole blob.
-            StatusCode::OK => {
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(body.len());
-                let end = usize::try_from(offset + len)
-                    .unwrap_or(usize::MAX)
-                    .min(body.len());
-                Ok(body.slice(start..end))
-            }
+            // The whole blob for a range: fine if that is all there is.
+            StatusCode::OK if offset == 0 && body.len() as u64 == len => Ok(body),
+            StatusCode::OK => Err(Error::RemoteRefused(format!(
+                "{}: it ignores Range requests, which copying {digest} in pieces needs",
+                self.base
+            ))),
             s => Err(fail(&format!("reading {digest}"), s, &body)),
         }
     }

@@ -91,15 +91,16 @@ pub struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    /// Copies `reference` of `src_repo` to `dst_repo` under the same
-    /// reference (a tag, or a digest).
+    /// Copies `reference` of `src_repo` to `dst_repo` under `dst_ref`
+    /// (children and blobs first); returns the manifest's digest.
     pub async fn image(
         &self,
         src_repo: &str,
         dst_repo: &str,
         reference: &str,
+        dst_ref: &str,
         report: &mut CopyReport,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let Some((media_type, bytes)) = self.src.manifest(src_repo, reference).await? else {
             return Err(Error::Remote(format!(
                 "{}/{src_repo}:{reference} does not exist",
@@ -109,7 +110,7 @@ impl Copier<'_> {
         let all = descriptors(&bytes);
         // Children of an index first (each with its own blobs).
         for (digest, _, _) in all.iter().filter(|d| d.2) {
-            Box::pin(self.image(src_repo, dst_repo, digest, report)).await?;
+            Box::pin(self.image(src_repo, dst_repo, digest, digest, report)).await?;
         }
         let blobs: Vec<(String, u64)> = all
             .iter()
@@ -151,11 +152,17 @@ impl Copier<'_> {
             }
         }
         report.bytes_uploaded += uploaded.load(Ordering::Relaxed);
+        let digest = stowage_storage::types::Digest::of(
+            stowage_storage::types::DigestAlgorithm::Sha256,
+            &bytes,
+        )
+        .to_string();
+        // The very bytes fetched, under the one reference asked for.
         self.dst
-            .put_manifest(dst_repo, reference, &media_type, bytes)
+            .put_manifest(dst_repo, dst_ref, &media_type, bytes)
             .await?;
         report.manifests += 1;
-        Ok(())
+        Ok(digest)
     }
 
     /// Copies `src` to `dst`: one reference, or every tag of the repository.
@@ -170,17 +177,8 @@ impl Copier<'_> {
                 (Some(_), Some(d)) => d.clone(),
                 _ => r.clone(),
             };
-            if target != r {
-                // Copy under the source reference's digest first, then tag.
-                self.image(&src.repo, &dst.repo, &r, &mut report).await?;
-                if let Some((mt, bytes)) = self.src.manifest(&src.repo, &r).await? {
-                    self.dst
-                        .put_manifest(&dst.repo, &target, &mt, bytes)
-                        .await?;
-                }
-            } else {
-                self.image(&src.repo, &dst.repo, &r, &mut report).await?;
-            }
+            self.image(&src.repo, &dst.repo, &r, &target, &mut report)
+                .await?;
             report.tags.push(target);
         }
         Ok(report)
@@ -241,7 +239,7 @@ pub struct CopyArgs {
     #[arg(long, value_name = "FILE")]
     pub dest_password_file: Option<std::path::PathBuf>,
     /// A CA (PEM) that https:// registries' certificates are checked
-    /// against (default: none, so only plain HTTP or a given CA).
+    /// against, besides the system's roots.
     #[arg(long, value_name = "FILE", env = "STOWAGE_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Print the report as JSON.
@@ -270,7 +268,7 @@ pub async fn cli(args: CopyArgs) -> anyhow::Result<()> {
             src.repo
         );
     }
-    let client = crate::cli::http_client(args.ca_file.as_deref())?;
+    let client = crate::cli::registry_client(args.ca_file.as_deref())?;
     let src_pw = match &args.src_user {
         Some(_) => Some(password(
             args.src_password_file.as_deref(),

@@ -324,7 +324,14 @@ impl Replicator {
                 }
                 Ok(())
             }
-            Command::DeleteTag { repo, tag, .. } if rule.deletes && m.repo(repo) && m.tag(tag) => {
+            // A delete apply refused (an immutable tag) left the tag here:
+            // only what is gone here now goes there.
+            Command::DeleteTag { repo, tag, .. }
+                if rule.deletes
+                    && m.repo(repo)
+                    && m.tag(tag)
+                    && self.store.meta.tag(repo, tag).ok().flatten().is_none() =>
+            {
                 let target = format!("{}{repo}", rule.prefix);
                 remote
                     .delete_manifest(&target, tag.as_str())
@@ -332,7 +339,17 @@ impl Replicator {
                     .map(|_| ())
                     .map_err(|e| (format!("{repo}:{tag}"), e))
             }
-            Command::DeleteManifest { repo, digest, .. } if rule.deletes && m.repo(repo) => {
+            Command::DeleteManifest { repo, digest, .. }
+                if rule.deletes
+                    && m.repo(repo)
+                    && self
+                        .store
+                        .meta
+                        .manifest_in_repo(repo, digest)
+                        .ok()
+                        .flatten()
+                        .is_none() =>
+            {
                 let target = format!("{}{repo}", rule.prefix);
                 remote
                     .delete_manifest(&target, digest.as_str())
@@ -395,13 +412,20 @@ impl Replicator {
         let start = cursor + 1;
         let (done, result) = if cursor == 0 || start < first_kept {
             // A new rule (or a resync), or entries compacted away: copy
-            // the state as it is, then follow the log from there.
-            (applied, self.full_sync(rule, &m, &remote).await)
+            // the state as it is, then follow the log from there; a copy
+            // that fails halfway leaves the cursor where it was.
+            let r = self.full_sync(rule, &m, &remote).await;
+            (if r.is_ok() { applied } else { cursor }, r)
         } else {
             let end = applied.min(start + ENTRIES_PER_STEP - 1);
             let store = self.store.clone();
             let raw =
                 tokio::task::spawn_blocking(move || store.log.read_range(start, end + 1)).await??;
+            if raw.first().map(|(i, _)| *i) != Some(start) {
+                // Compacted between the bounds and the read: next step
+                // copies the state instead (never skip entries).
+                return Ok(true);
+            }
             let mut done = cursor;
             let mut result = Ok(());
             for (index, bytes) in raw {
@@ -450,6 +474,7 @@ impl Replicator {
                     name: rule.name.clone(),
                     index: done,
                     reset: false,
+                    from: Some(cursor),
                 })
                 .await?;
         }

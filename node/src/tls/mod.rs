@@ -138,6 +138,46 @@ pub fn client_trusting(ca: &std::path::Path) -> Result<rustls::ClientConfig, Tls
         .with_no_client_auth())
 }
 
+/// A client configuration for other registries (replication targets,
+/// mirror upstreams, `stowage copy`): the system's roots, plus `extra`
+/// (a private CA) if given.
+pub fn client_for_registries(
+    extra: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for c in found.certs {
+        // A system root rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(c);
+    }
+    if let Some(ca) = extra {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect())
+            .map_err(|source| TlsError::Pem {
+                what: "CA file",
+                path: ca.to_path_buf(),
+                source,
+            })?;
+        for c in certs {
+            roots.add(c).map_err(|source| TlsError::Unusable {
+                cert: ca.to_path_buf(),
+                key: ca.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Unusable {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            source,
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A client configuration that trusts no certificate (the CLI without
 /// `--ca-file`: an https node then fails with a certificate error).
 pub fn client_trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {

@@ -74,6 +74,17 @@ async fn copy_moves_images_between_registries_and_skips_what_the_target_has() {
         &format!("{}/dst/app:stable", b.url),
     ]);
     verify_image(&c, &b.url, "dst/app", "stable", &v2, &v2_layers).await;
+    let r = c
+        .get(format!("{}/v2/dst/app/manifests/v2", b.url))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "only the tag asked for is set"
+    );
     let r = copy(&[
         &format!("{}/src/app", a.url),
         &format!("{}/mirror/app", b.url),

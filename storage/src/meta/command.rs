@@ -168,6 +168,10 @@ pub enum Command {
         name: String,
         index: u64,
         reset: bool,
+        /// The cursor the step that copied started from: a step that
+        /// began before a resync (or a re-added rule) does not move the
+        /// new cursor.
+        from: Option<u64>,
     },
     /// Adds or replaces a pull-through mirror rule.
     PutMirror {

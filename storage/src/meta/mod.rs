@@ -362,9 +362,12 @@ impl StateMachine {
             Command::RemoveReplication { name } => return replication::remove(txn, name),
             Command::PutMirror { rule } => return replication::put_mirror(txn, rule),
             Command::RemoveMirror { name } => return replication::remove_mirror(txn, name),
-            Command::AdvanceReplication { name, index, reset } => {
-                return replication::advance(txn, name, *index, *reset)
-            }
+            Command::AdvanceReplication {
+                name,
+                index,
+                reset,
+                from,
+            } => return replication::advance(txn, name, *index, *reset, *from),
             Command::RemoveRetention { repositories } => {
                 return retention::remove(txn, repositories)
             }

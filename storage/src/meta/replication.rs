@@ -86,13 +86,23 @@ pub(super) fn remove(txn: &mut Txn<'_>, name: &str) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// Moves a rule's cursor; never backwards unless `reset` (a resync).
-pub(super) fn advance(txn: &mut Txn<'_>, name: &str, index: u64, reset: bool) -> Result<Outcome> {
+/// Moves a rule's cursor; never backwards unless `reset` (a resync), and
+/// only from where the copying step started (`from`).
+pub(super) fn advance(
+    txn: &mut Txn<'_>,
+    name: &str,
+    index: u64,
+    reset: bool,
+    from: Option<u64>,
+) -> Result<Outcome> {
     if !txn.has(&key(RULE, &[name]))? {
         return Ok(Outcome::Rejected(Rejection::RuleUnknown));
     }
     let ck = key(CURSOR, &[name]);
     let now = count(txn.get(&ck)?.as_deref());
+    if from.is_some_and(|f| f != now) && !reset {
+        return Ok(Outcome::Rejected(Rejection::Malformed));
+    }
     if reset || index > now {
         txn.put(ck, index.to_be_bytes().to_vec());
     }

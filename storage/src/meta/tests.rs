@@ -1086,6 +1086,7 @@ fn replication_rules_and_mirrors_are_replicated_state_with_a_forward_cursor() {
         name: "to-eu".into(),
         index,
         reset,
+        from: None,
     };
     sm.apply(&advance(40, false), b"m").unwrap();
     sm.apply(&advance(30, false), b"m").unwrap();
