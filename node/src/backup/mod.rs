@@ -262,11 +262,21 @@ impl Backups {
         let this = self.clone();
         let j = job.clone();
         tokio::spawn(async move {
-            let result = async {
-                let repo = Repo::open_or_init(&location, key.as_ref()).await?;
-                this.create(&repo, &j.progress).await
-            }
-            .await;
+            // In a task of its own, so that a panic still ends the job (as
+            // failed) instead of leaving it running forever.
+            let run = {
+                let this = this.clone();
+                let j = j.clone();
+                let location = location.clone();
+                tokio::spawn(async move {
+                    let repo = Repo::open_or_init(&location, key.as_ref()).await?;
+                    this.create(&repo, &j.progress).await
+                })
+            };
+            let result = match run.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Task(e)),
+            };
             match &result {
                 Ok(s) => tracing::info!(
                     repo = %location, snapshot = %s.id, log_index = s.log_index,

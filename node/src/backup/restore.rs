@@ -57,7 +57,22 @@ pub async fn pick(repo: &Repo, target: &Target) -> Result<SnapshotInfo> {
     let all = snapshots(repo).await?;
     let found = match target {
         Target::Latest => all.last().cloned(),
-        Target::Snapshot(id) => all.iter().find(|s| s.id.starts_with(id.as_str())).cloned(),
+        Target::Snapshot(id) => {
+            let found: Vec<&SnapshotInfo> = all
+                .iter()
+                .filter(|s| !id.is_empty() && s.id.starts_with(id.as_str()))
+                .collect();
+            if found.len() > 1 {
+                return Err(bad(
+                    repo,
+                    format!(
+                        "{id:?} names {} snapshots; give more of the id",
+                        found.len()
+                    ),
+                ));
+            }
+            found.first().map(|s| (*s).clone())
+        }
         Target::At(t) => all.iter().rev().find(|s| s.time_ms <= *t).cloned(),
     };
     found.ok_or_else(|| match (target, all.first()) {

@@ -357,6 +357,20 @@ impl Replicator {
                     .map(|_| ())
                     .map_err(|e| (format!("{repo}@{digest}"), e))
             }
+            // Retention's expiries are deletes too.
+            Command::ExpireTags { repo, tags, .. } if rule.deletes && m.repo(repo) => {
+                let target = format!("{}{repo}", rule.prefix);
+                for (tag, _) in tags.iter().filter(|(t, _)| m.tag(t)) {
+                    if self.store.meta.tag(repo, tag).ok().flatten().is_some() {
+                        continue;
+                    }
+                    remote
+                        .delete_manifest(&target, tag.as_str())
+                        .await
+                        .map_err(|e| (format!("{repo}:{tag}"), e))?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

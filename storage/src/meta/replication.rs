@@ -31,6 +31,23 @@ pub struct ReplicationRule {
     pub password: Option<String>,
 }
 
+/// A repository name prefix: empty, or a repository name and a `/`.
+fn check_prefix(what: &str, prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let ok = prefix
+        .strip_suffix('/')
+        .is_some_and(|p| crate::types::RepoName::parse(p).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRule(format!(
+            "{what} {prefix:?}: a repository path ending in /, such as mirror/"
+        )))
+    }
+}
+
 impl ReplicationRule {
     pub fn check(&self) -> Result<()> {
         let ok_name = !self.name.is_empty()
@@ -44,12 +61,21 @@ impl ReplicationRule {
                 "a replication rule's name: 1-64 letters, digits, '-', '_' or '.'".into(),
             ));
         }
-        if !(self.target.starts_with("http://") || self.target.starts_with("https://")) {
-            return Err(Error::InvalidRule(format!(
-                "target {:?}: an http:// or https:// registry URL",
-                self.target
-            )));
+        let host = self
+            .target
+            .strip_prefix("http://")
+            .or_else(|| self.target.strip_prefix("https://"));
+        match host {
+            // Credentials go in their own fields, never in the URL (it is
+            // shown in status and logs).
+            Some(h) if !h.is_empty() && !h.split('/').next().unwrap_or("").contains('@') => {}
+            _ => {
+                return Err(Error::InvalidRule(
+                    "target: an http:// or https:// registry URL without user:password@".into(),
+                ))
+            }
         }
+        check_prefix("prefix", &self.prefix)?;
         if self.repositories.is_empty() || self.repositories.contains('\0') {
             return Err(Error::InvalidRule(
                 "repositories: a glob such as team/**".into(),
@@ -154,10 +180,15 @@ impl MirrorRule {
             password: None,
         };
         as_replication.check()?;
-        if self.prefix.is_empty() || !self.prefix.ends_with('/') {
+        if self.prefix.is_empty() {
             return Err(Error::InvalidRule(
                 "a mirror's prefix is a repository path ending in /, e.g. hub/".into(),
             ));
+        }
+        check_prefix("prefix", &self.prefix)?;
+        check_prefix("upstream prefix", &self.upstream_prefix)?;
+        if self.interval_secs > 365 * 24 * 3600 {
+            return Err(Error::InvalidRule("interval_secs: at most a year".into()));
         }
         Ok(())
     }
