@@ -424,6 +424,9 @@ impl Replicator {
         let remote = self.remote(rule);
         let first_kept = self.store.log.bounds().map_or(applied + 1, |(a, _)| a);
         let start = cursor + 1;
+        // Whether anything but cursor bookkeeping went by: the rules' own
+        // AdvanceReplication entries must not make another one each step.
+        let mut moved = cursor == 0 || start < first_kept;
         let (done, result) = if cursor == 0 || start < first_kept {
             // A new rule (or a resync), or entries compacted away: copy
             // the state as it is, then follow the log from there; a copy
@@ -446,6 +449,9 @@ impl Replicator {
                 let entry: Entry =
                     decode(&bytes).map_err(|e| Error::Remote(format!("log entry {index}: {e}")))?;
                 if let EntryPayload::Normal(cmd) = &entry.payload {
+                    if !matches!(cmd, Command::AdvanceReplication { .. }) {
+                        moved = true;
+                    }
                     match self.replay(rule, &m, &remote, cmd).await {
                         Ok(()) => {}
                         // The target will never take this one (it deletes
@@ -481,6 +487,11 @@ impl Replicator {
             });
         } else {
             self.note(&rule.name, |p| p.last_error = None);
+        }
+        if !moved && result.is_ok() && done >= applied {
+            // Only bookkeeping behind, all of it read: caught up.
+            self.note(&rule.name, |p| p.behind_since_ms = None);
+            return Ok(false);
         }
         if done > cursor {
             self.consensus
