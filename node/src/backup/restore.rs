@@ -293,16 +293,10 @@ struct RepoBlob<'a> {
 
 impl BlobSource for RepoBlob<'_> {
     async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for (id, from, to) in crate::chunks::pieces_in_range(self.chunks, offset, offset + len) {
-            let data = self.repo.get_chunk(&id).await?;
-            let (a, b) = (
-                usize::try_from(from).unwrap_or(0),
-                usize::try_from(to).unwrap_or(0),
-            );
-            out.extend_from_slice(data.get(a..b).unwrap_or_default());
-        }
-        Ok(Bytes::from(out))
+        crate::replication::client::read_chunks(self.chunks, offset, len, |id| async move {
+            self.repo.get_chunk(&id).await
+        })
+        .await
     }
 }
 

@@ -208,6 +208,16 @@ impl Registry {
         &self.backups
     }
 
+    /// Proposes a change to a replicated setting; a rule that is not there
+    /// is `unknown()`, any other refusal says what apply said.
+    async fn propose_setting(&self, cmd: Command, unknown: impl FnOnce() -> String) -> Result<()> {
+        match self.propose(cmd).await? {
+            Outcome::Done => Ok(()),
+            Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(unknown())),
+            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
+        }
+    }
+
     /// Every replication rule with its progress.
     pub async fn replication(&self) -> Result<Vec<crate::replication::push::RuleStatus>> {
         self.consensus.read_barrier().await?;
@@ -235,13 +245,8 @@ impl Registry {
                 )))
             }
         };
-        match self.propose(cmd).await? {
-            Outcome::Done => Ok(()),
-            Outcome::Rejected(Rejection::RuleUnknown) => {
-                Err(Error::AdminRequest("no such replication rule".into()))
-            }
-            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
-        }
+        self.propose_setting(cmd, || "no such replication rule".into())
+            .await
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
@@ -356,13 +361,8 @@ impl Registry {
                 name: name.to_owned(),
             },
         };
-        match self.propose(cmd).await? {
-            Outcome::Done => Ok(()),
-            Outcome::Rejected(Rejection::RuleUnknown) => {
-                Err(Error::AdminRequest(format!("no mirror {name}")))
-            }
-            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
-        }
+        self.propose_setting(cmd, || format!("no mirror {name}"))
+            .await
     }
 
     /// Repositories whose names start with `prefix`.
@@ -668,13 +668,8 @@ impl Registry {
                 namespace: namespace.to_owned(),
             },
         };
-        match self.propose(cmd).await? {
-            Outcome::Done => Ok(()),
-            Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(format!(
-                "namespace {namespace} has no quota"
-            ))),
-            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
-        }
+        self.propose_setting(cmd, || format!("namespace {namespace} has no quota"))
+            .await
     }
 
     pub async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
@@ -694,13 +689,8 @@ impl Registry {
                 repositories: repositories.to_owned(),
             },
         };
-        match self.propose(cmd).await? {
-            Outcome::Done => Ok(()),
-            Outcome::Rejected(Rejection::RuleUnknown) => Err(Error::AdminRequest(format!(
-                "no retention rule for {repositories}"
-            ))),
-            Outcome::Rejected(other) => Err(Error::AdminRequest(format!("refused: {other:?}"))),
-        }
+        self.propose_setting(cmd, || format!("no retention rule for {repositories}"))
+            .await
     }
 
     /// Adds (`add`) or removes an immutable-tag rule.

@@ -30,6 +30,41 @@ pub trait BlobSource: Sync {
     fn read(&self, offset: u64, len: u64) -> impl Future<Output = Result<Bytes>> + Send;
 }
 
+/// Bytes `offset..offset + len` of a blob made of `chunks`, each chunk
+/// got by `get`: a slice of it when one chunk holds the range (no copy),
+/// else the pieces joined. A chunk shorter than its record is an error,
+/// never a short piece.
+pub async fn read_chunks<F, Fut>(
+    chunks: &[stowage_storage::meta::ChunkRef],
+    offset: u64,
+    len: u64,
+    get: F,
+) -> Result<Bytes>
+where
+    F: Fn(stowage_storage::types::ChunkId) -> Fut,
+    Fut: Future<Output = Result<Bytes>>,
+{
+    let pieces = crate::chunks::pieces_in_range(chunks, offset, offset + len);
+    let mut parts = Vec::with_capacity(pieces.len());
+    for (id, a, b) in pieces {
+        let data = get(id).await?;
+        let (a, b) = (
+            usize::try_from(a).unwrap_or(usize::MAX),
+            usize::try_from(b).unwrap_or(usize::MAX),
+        );
+        if b > data.len() || a > b {
+            return Err(Error::Remote(format!(
+                "chunk {id} is shorter than its record"
+            )));
+        }
+        parts.push(data.slice(a..b));
+    }
+    if parts.len() == 1 {
+        return Ok(parts.swap_remove(0));
+    }
+    Ok(Bytes::from(parts.concat()))
+}
+
 /// One registry, by base URL (`http://host:port` or `https://...`).
 pub struct Remote {
     pub base: String,
@@ -104,6 +139,20 @@ impl Remote {
             client,
             sent: AtomicU64::new(0),
         }
+    }
+
+    /// For a rule's account (a user and password kept together, or none).
+    pub fn for_account(
+        base: &str,
+        user: &Option<String>,
+        password: &Option<String>,
+        client: HttpClient,
+    ) -> Remote {
+        let creds = match (user, password) {
+            (Some(u), Some(p)) => Some((u.as_str(), p.as_str())),
+            _ => None,
+        };
+        Remote::new(base, creds, client)
     }
 
     /// With an `Authorization` value already made (the CLI's).

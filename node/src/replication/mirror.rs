@@ -23,11 +23,12 @@ use crate::registry::{now_ms, Registry};
 use crate::workers::{Step, Worker};
 
 fn remote(reg: &Registry, rule: &MirrorRule) -> Remote {
-    let creds = match (&rule.username, &rule.password) {
-        (Some(u), Some(p)) => Some((u.as_str(), p.as_str())),
-        _ => None,
-    };
-    Remote::new(&rule.upstream, creds, reg.replication_client())
+    Remote::for_account(
+        &rule.upstream,
+        &rule.username,
+        &rule.password,
+        reg.replication_client(),
+    )
 }
 
 /// The rule `repo` is mirrored under, with the upstream repository.

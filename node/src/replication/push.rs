@@ -84,21 +84,10 @@ struct LocalBlob<'a> {
 
 impl BlobSource for LocalBlob<'_> {
     async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
-        let pieces = crate::chunks::pieces_in_range(self.record, offset, offset + len);
-        if pieces.len() == 1 {
-            let (id, a, b) = pieces[0];
-            let data = self.chunks.get(id, self.holders).await?;
-            return Ok(data.slice(usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0)));
-        }
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for (id, a, b) in pieces {
-            let data = self.chunks.get(id, self.holders).await?;
-            out.extend_from_slice(
-                data.get(usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0))
-                    .unwrap_or_default(),
-            );
-        }
-        Ok(Bytes::from(out))
+        super::client::read_chunks(self.record, offset, len, |id| {
+            self.chunks.get(id, self.holders)
+        })
+        .await
     }
 }
 
@@ -200,11 +189,12 @@ impl Replicator {
     }
 
     fn remote(&self, rule: &ReplicationRule) -> Remote {
-        let creds = match (&rule.username, &rule.password) {
-            (Some(u), Some(p)) => Some((u.as_str(), p.as_str())),
-            _ => None,
-        };
-        Remote::new(&rule.target, creds, self.client.clone())
+        Remote::for_account(
+            &rule.target,
+            &rule.username,
+            &rule.password,
+            self.client.clone(),
+        )
     }
 
     /// Pushes one manifest (children first, then its blobs) to the target

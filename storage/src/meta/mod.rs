@@ -500,12 +500,8 @@ impl StateMachine {
                 ..decode("links", &b)?
             },
             None => {
-                let size = match txn.get(&key(BLOB, &[digest.as_str()]))? {
-                    Some(b) => decode::<BlobRecord>("blobs", &b)?.size,
-                    None => 0,
-                };
                 let new_repo = !txn.has(&key(REPO, &[repo.as_str()]))?;
-                if let Some(refused) = quota::admit_link(txn, repo, digest, size, new_repo)? {
+                if let Some(refused) = quota::admit_link(txn, repo, digest, new_repo)? {
                     return Ok(Some(refused));
                 }
                 txn.bump(key(REPO, &[repo.as_str()]), 1)?;
@@ -531,11 +527,7 @@ impl StateMachine {
         }
         txn.del(lk);
         txn.bump(key(REPO, &[repo.as_str()]), -1)?;
-        let size = match txn.get(&key(BLOB, &[digest.as_str()]))? {
-            Some(b) => decode::<BlobRecord>("blobs", &b)?.size,
-            None => 0,
-        };
-        quota::release_link(txn, repo, digest, size)?;
+        quota::release_link(txn, repo, digest)?;
         if txn.bump(key(BLOB_LINKS, &[digest.as_str()]), -1)? == 0 {
             let bk = key(BLOB, &[digest.as_str()]);
             if let Some(b) = txn.get(&bk)? {

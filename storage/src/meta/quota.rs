@@ -123,17 +123,31 @@ fn exceeded(q: &Quota, kind: QuotaKind, limit: u64, used: u64, adding: u64) -> O
     })
 }
 
-/// Before `repo` gets a new link to `digest` (of `size` bytes): the
-/// rejection if a quota would be passed; otherwise the usage is counted.
-/// `new_repo`: the repository does not exist yet.
+/// The blob's size, read only where a quota needs it (links without
+/// quotas stay a write of the link alone).
+fn blob_size(txn: &Txn<'_>, digest: &Digest) -> Result<u64> {
+    Ok(match txn.get(&key(BLOB, &[digest.as_str()]))? {
+        Some(b) => decode::<BlobRecord>("blobs", &b)?.size,
+        None => 0,
+    })
+}
+
+/// Before `repo` gets a new link to `digest`: the rejection if a quota
+/// would be passed; otherwise the usage is counted. `new_repo`: the
+/// repository does not exist yet.
 pub(super) fn admit_link(
     txn: &mut Txn<'_>,
     repo: &RepoName,
     digest: &Digest,
-    size: u64,
     new_repo: bool,
 ) -> Result<Option<Outcome>> {
-    for q in covering(txn, repo)? {
+    let quotas = covering(txn, repo)?;
+    let size = if quotas.is_empty() {
+        0
+    } else {
+        blob_size(txn, digest)?
+    };
+    for q in quotas {
         if let (true, Some(max)) = (new_repo, q.max_repositories) {
             let have = repositories(txn.tree, &q.namespace)?;
             if have + 1 > max {
@@ -156,14 +170,16 @@ pub(super) fn admit_link(
     Ok(None)
 }
 
-/// After `repo`'s link to `digest` went: the namespace's usage follows.
-pub(super) fn release_link(
-    txn: &mut Txn<'_>,
-    repo: &RepoName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    for q in covering(txn, repo)? {
+/// After `repo`'s link to `digest` went (before its record does): the
+/// namespace's usage follows.
+pub(super) fn release_link(txn: &mut Txn<'_>, repo: &RepoName, digest: &Digest) -> Result<()> {
+    let quotas = covering(txn, repo)?;
+    let size = if quotas.is_empty() {
+        0
+    } else {
+        blob_size(txn, digest)?
+    };
+    for q in quotas {
         let held = key(HELD, &[&q.namespace, digest.as_str()]);
         if txn.get(&held)?.is_some() && txn.bump(held, -1)? == 0 {
             let uk = key(USAGE, &[&q.namespace]);
